@@ -1,0 +1,199 @@
+"""The ``radfusion`` command line: parses, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from radfusion.errors import RadfusionError
+
+app = typer.Typer(
+    name="radfusion",
+    help="Multimodal pulmonary-embolism detection from CT and EHR: the RadFusion benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+SYNTH_MARKER = "synthetic.json"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _parse_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(part) for part in text.split(":"))
+    except ValueError:
+        _fail(f"--slices {text!r}: expected LO:HI, e.g. 32:64")
+    if not 1 <= lo <= hi:
+        _fail(f"--slices {text!r}: need 1 <= LO <= HI")
+    return lo, hi
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the cohort into.")],
+    studies: Annotated[int, typer.Option(help="Number of studies (the release has 1837).")] = 1837,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
+    slices: Annotated[
+        str | None, typer.Option(help="LO:HI slice counts instead of Table 1's (median 386).")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Rows and columns per slice (the release: 512).")] = 64,
+    quirks: Annotated[bool, typer.Option(help="Reproduce the real release's quirks.")] = False,
+    workers: Annotated[int, typer.Option(help="Processes writing volumes.")] = os.cpu_count() or 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier synthetic cohort.")] = False,
+) -> None:
+    """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from radfusion.data.synthetic.writer import write_synthetic_cohort
+    from radfusion.io import write_json
+
+    slice_range = _parse_range(slices)
+    if studies < 30:
+        _fail(f"--studies {studies}: need at least 30 to fill train, val and test")
+    if size < 8:
+        _fail(f"--size {size}: need at least 8 pixels")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            _fail(f"{out_dir}: not empty; choose a new folder or pass --overwrite")
+        if not (out_dir / SYNTH_MARKER).exists():
+            _fail(f"{out_dir}: not a synthetic cohort (no {SYNTH_MARKER}); refusing to delete it")
+        shutil.rmtree(out_dir)
+    median = 386 if slice_range is None else sum(slice_range) / 2
+    gib = studies * median * size * size * 2 / 2**30
+    console.print(f"Writing {studies} studies ({size}x{size}, ~{gib:.1f} GiB) to {out_dir}")
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("volumes", total=studies)
+        cohort = write_synthetic_cohort(
+            out_dir, studies, seed, size=size, slice_range=slice_range, quirks=quirks,
+            workers=workers, on_volume=lambda _: progress.advance(task),
+        )
+    write_json(
+        {"studies": studies, "seed": seed, "size": size, "slices": slices, "quirks": quirks},
+        out_dir / SYNTH_MARKER,
+    )
+    positives = int(cohort.studies["label"].sum())
+    console.print(f"Done: {studies} studies, {positives} positive. Check it: radfusion validate {out_dir}")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value['mean']:.2f} : {value['std']:.2f}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _print_summary(summary: dict) -> None:
+    splits = summary["splits"]
+    order = ["overall", "train", "val", "test"]
+    table = Table(title="Table 1: data characteristics")
+    table.add_column("")
+    for name in order:
+        table.add_column(name.capitalize(), justify="right")
+
+    def pct(key, of):
+        return [f"{splits[s][key]} ({100 * splits[s][key] / max(splits[s][of], 1):.1f}%)"
+                for s in order]
+
+    table.add_row("# of studies", *[_fmt(splits[s]["studies"]) for s in order])
+    table.add_row("# of patients", *[_fmt(splits[s]["patients"]) for s in order])
+    table.add_row("Median # of slices (IQR)",
+                  *[f"{_fmt(splits[s]['median_slices'])} ({_fmt(splits[s]['iqr_slices'])})"
+                    for s in order])
+    table.add_row("# of negative PE", *pct("negatives", "studies"))
+    table.add_row("# of positive PE", *pct("positives", "studies"))
+    for subtype in ("central", "segmental", "subsegmental"):
+        table.add_row(f"  {subtype.capitalize()}", *pct(subtype, "positives"))
+    for key, title in (("bmi", "BMI (mean : std)"), ("pulse", "Pulse (mean : std)")):
+        if key in splits["overall"]:
+            table.add_row(title, *[_fmt(splits[s][key]) for s in order])
+    if "ddimer_taken" in splits["overall"]:
+        table.add_row("D-dimer test taken", *pct("ddimer_taken", "studies"))
+        table.add_row("D-dimer positive", *pct("ddimer_positive", "studies"))
+    console.print(table)
+
+    groups = Table(title="Table 2: test-set groups")
+    groups.add_column("Attribute")
+    groups.add_column("Group")
+    groups.add_column("Including subsegmental-only PE", justify="right")
+    groups.add_column("Excluding subsegmental-only PE", justify="right")
+    for attr, names in (("Gender", ("Female", "Male")), ("Race", ("White", "Others")),
+                        ("Age", (">80", "<=80"))):
+        for g in names:
+            groups.add_row(attr, g, str(summary["test_groups"][g]),
+                           str(summary["test_groups_non_subsegmental"][g]))
+    console.print(groups)
+
+
+@app.command()
+def validate(
+    data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    hu_intercept: Annotated[
+        int | None, typer.Option(help="Force the HU intercept (0 or -1024) instead of detecting.")
+    ] = None,
+    deep: Annotated[
+        bool, typer.Option(help="Also sample every volume's voxels to check its HU intercept.")
+    ] = False,
+) -> None:
+    """Load and check a cohort; print Tables 1 and 2. Exit 0 if usable, 2 on errors."""
+    from radfusion.data.cohort import validate_cohort
+    from radfusion.data.summary import summarize
+
+    report = validate_cohort(data_dir, hu_intercept=hu_intercept, deep=deep)
+    summary = summarize(report.cohort) if report.cohort is not None else {}
+    if as_json:
+        payload = {
+            "splits": summary.get("splits", {}),
+            "test_groups": summary.get("test_groups", {}),
+            **{k: v for k, v in summary.items() if k not in ("splits", "test_groups")},
+            "warnings": report.warnings,
+            "errors": report.errors,
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        if summary:
+            _print_summary(summary)
+        for message in report.warnings:
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        for message in report.errors:
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        if report.ok:
+            console.print(f"[green]OK[/]: {data_dir} is usable ({len(report.warnings)} warning(s))")
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def main() -> None:
+    """Entry point: user errors print one or two lines and exit 2; bugs keep tracebacks."""
+    try:
+        app()
+    except RadfusionError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The cohort: a RadFusion release folder (or a synthetic one) loaded and validated.
+
+``Cohort.load(path)`` reads ``Labels.csv``, the six EHR tables and the headers of the
+``{idx}.npy`` volumes (found by name in any sub-folder), checks all of it, and raises a
+:class:`~radfusion.errors.CohortError` listing every problem found. ``validate_cohort`` does
+the same but returns the findings instead of raising.
+
+Choices where the release leaves room:
+
+* a labelled study without a volume is an **error** when the folder has volumes at all (the
+  imaging stages would silently drop it); a folder with no volumes is a warning (EHR-only use);
+* a volume without a label is a **warning**: it is ignored (a user may evaluate a subset);
+* negatives' ``pe_type`` is ignored, whatever it says; studies shorter than one 24-slice
+  window are a warning (the window datasets pad them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radfusion.data.findings import Findings, preview, read_csv_checked
+from radfusion.data.labels import read_labels
+from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, WINDOW_SLICES
+from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
+from radfusion.ehr.tables import read_release_tables
+from radfusion.errors import CohortError, RadfusionError
+
+__all__ = ["Cohort", "ValidationReport", "validate_cohort"]
+
+AGE_CUTOFF = 80
+
+
+@dataclass
+class Cohort:
+    """A loaded cohort. ``studies`` is indexed by idx with one row per labelled study.
+
+    Columns of ``studies``: ``label``, ``pe_type``, ``split``, ``patient_id`` (when known),
+    ``age``, ``gender`` (Female/Male/Unknown), ``race`` (White/Others), ``age_group``
+    (``>80``/``<=80``), ``non_subsegmental`` (False only for subsegmental positives),
+    ``volume_path``, ``slices``, ``rows``, ``cols``, ``dtype``.
+    """
+
+    root: Path
+    studies: pd.DataFrame
+    ehr: dict[str, pd.DataFrame]
+    annotations: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    hu_intercept: int | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, hu_intercept: int | None = None) -> Cohort:
+        """Load and validate a cohort folder; raise ``CohortError`` listing every problem."""
+        report = validate_cohort(path, hu_intercept=hu_intercept)
+        if report.errors:
+            raise CohortError(report.errors)
+        assert report.cohort is not None
+        return report.cohort
+
+    # --- EHR -----------------------------------------------------------------------------
+    @cached_property
+    def feature_names(self) -> dict[str, list[str]]:
+        """Feature names per source table, in the release's table order."""
+        return {name: list(table.columns) for name, table in self.ehr.items()}
+
+    def features(self, tables: list[str] | None = None) -> pd.DataFrame:
+        """The EHR feature matrix (rows in ``studies`` order), from all or some tables."""
+        names = list(self.ehr) if tables is None else tables
+        unknown = [t for t in names if t not in self.ehr]
+        if unknown:
+            raise RadfusionError(f"unknown EHR table(s) {unknown}; known: {list(self.ehr)}")
+        return pd.concat([self.ehr[t] for t in names], axis=1)
+
+    # --- subsets ---------------------------------------------------------------------------
+    def split(self, name: str) -> pd.DataFrame:
+        return self.studies[self.studies["split"] == name]
+
+    # --- volumes ---------------------------------------------------------------------------
+    def volume(self, idx: int) -> np.ndarray:
+        """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``)."""
+        path = self.studies.at[idx, "volume_path"]
+        if not isinstance(path, str | Path) or not path:
+            raise RadfusionError(f"study {idx} has no volume in {self.root}")
+        return open_volume(path)
+
+    def intercept(self, idx: int) -> int:
+        """The intercept that turns the stored values into HU (the override, or detected)."""
+        if self.hu_intercept is not None:
+            return self.hu_intercept
+        guess = detect_intercept(self.volume(idx))
+        if guess is None:
+            raise RadfusionError(
+                f"{self.studies.at[idx, 'volume_path']}: cannot tell whether values are HU or "
+                "raw (no clear air peak); pass hu_intercept=0 or -1024 (--hu-intercept)"
+            )
+        return guess
+
+    def volume_hu(self, idx: int) -> np.ndarray:
+        """The study's volume in Hounsfield units, as int16 (reads the whole volume)."""
+        vol = self.volume(idx)
+        return (np.asarray(vol, dtype=np.int32) + self.intercept(idx)).astype(np.int16)
+
+
+@dataclass
+class ValidationReport:
+    errors: list[str]
+    warnings: list[str]
+    cohort: Cohort | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_cohort(
+    path: str | os.PathLike, *, hu_intercept: int | None = None, deep: bool = False
+) -> ValidationReport:
+    """Check a cohort folder and load it when it is usable.
+
+    ``deep`` also samples a few slices of every volume to detect its HU intercept (slower:
+    it reads data, not only headers) and reports volumes where it is unclear.
+    """
+    root = Path(path)
+    findings = Findings()
+    if not root.is_dir():
+        findings.error(f"{root}: not a folder; point to the RadFusion release folder")
+        return ValidationReport(findings.errors, findings.warnings, None)
+    if hu_intercept not in (None, 0, -1024):
+        findings.error(f"hu_intercept must be 0 or -1024, got {hu_intercept}")
+    labels = read_labels(root, findings)
+    if labels is None:
+        return ValidationReport(findings.errors, findings.warnings, None)
+    tables = read_release_tables(root, findings, labels.index)
+    volumes = _volume_index(root, labels, findings)
+    annotations = _annotations(root, labels, volumes, findings)
+    if findings.errors:
+        return ValidationReport(findings.errors, findings.warnings, None)
+
+    studies = labels.join(volumes)
+    studies = studies.join(_subgroups(tables["Demographics"]))
+    studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
+    cohort = Cohort(
+        root=root,
+        studies=studies,
+        ehr={name: tables[name] for name in EHR_TABLES},
+        annotations=annotations,
+        warnings=findings.warnings,
+        hu_intercept=hu_intercept,
+    )
+    if deep and hu_intercept is None:
+        _check_intercepts(cohort, findings)
+    return ValidationReport(findings.errors, findings.warnings, cohort if not findings.errors else None)
+
+
+def _volume_index(root: Path, labels: pd.DataFrame, findings: Findings) -> pd.DataFrame:
+    found = find_volumes(root)
+    columns = ["volume_path", "slices", "rows", "cols", "dtype"]
+    if not found:
+        findings.warn(
+            f"{root}: no CT volumes ({{idx}}.npy) found; imaging is unavailable, EHR-only use works"
+        )
+        return pd.DataFrame(index=labels.index, columns=columns)
+    for idx, paths in found.items():
+        if len(paths) > 1:
+            findings.error(
+                f"{root}: volume {idx}.npy found {len(paths)} times ({preview(paths, 2)}); "
+                "keep one copy"
+            )
+    unlabelled = sorted(set(found) - set(labels.index))
+    if unlabelled:
+        findings.warn(
+            f"{root}: {len(unlabelled)} volume(s) without a row in Labels.csv "
+            f"(idx {preview(unlabelled)}); ignored"
+        )
+    missing = labels.index.difference(list(found))
+    if len(missing):
+        findings.error(
+            f"{root}: {len(missing)} labelled stud(ies) without a volume (idx {preview(missing)}); "
+            "add the {idx}.npy files or remove the studies from Labels.csv"
+        )
+    rows = {}
+    for idx in labels.index.intersection(list(found)):
+        path = found[idx][0]
+        try:
+            header = read_header(path)
+        except (ValueError, OSError) as exc:
+            findings.error(f"{path}: {exc}; re-copy or re-export this volume")
+            continue
+        rows[idx] = (str(path), *header.shape, str(header.dtype))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    frame.index.name = "idx"
+    short = frame.index[frame["slices"] < WINDOW_SLICES] if len(frame) else []
+    if len(short):
+        findings.warn(
+            f"{root}: {len(short)} stud(ies) shorter than one {WINDOW_SLICES}-slice window "
+            f"(idx {preview(short)}: {preview(frame.loc[short, 'slices'])} slices); "
+            "windows will be padded"
+        )
+    return frame.reindex(labels.index)
+
+
+def _annotations(root: Path, labels: pd.DataFrame, volumes: pd.DataFrame, findings: Findings):
+    path = root / ANNOTATIONS_FILE
+    empty = pd.DataFrame({"idx": pd.Series(dtype=np.int64), "slice": pd.Series(dtype=np.int64)})
+    if not path.exists():
+        return empty
+    frame = read_csv_checked(path, findings, "annotations", "expected columns idx,slice")
+    if frame is None:
+        return empty
+    if not {"idx", "slice"} <= set(frame.columns):
+        findings.error(f"{path}: needs columns idx and slice, found {list(frame.columns)}")
+        return empty
+    frame = frame[["idx", "slice"]].apply(pd.to_numeric, errors="coerce")
+    bad = frame.isna().any(axis=1)
+    unknown = ~frame["idx"].isin(labels.index)
+    slices = frame["idx"].map(volumes["slices"]) if "slices" in volumes else np.nan
+    out_of_range = (frame["slice"] < 0) | (frame["slice"] >= slices)
+    for mask, why in (
+        (bad, "non-numeric"),
+        (unknown & ~bad, "for idx not in Labels.csv"),
+        (out_of_range & ~bad & ~unknown, "beyond the study's slices"),
+    ):
+        if mask.any():
+            which = frame.loc[mask, "idx"].dropna().astype(int).unique()
+            findings.warn(f"{path}: {int(mask.sum())} annotation(s) {why} (idx {preview(which)}); dropped")
+    keep = ~(bad | unknown | out_of_range)
+    return frame[keep].astype(np.int64).sort_values(["idx", "slice"]).reset_index(drop=True)
+
+
+def _subgroups(demographics: pd.DataFrame) -> pd.DataFrame:
+    """The paper's subgroups: gender Female/Male, race White/Others, age >80/<=80."""
+    female = demographics["Female"] == 1
+    male = demographics["Male"] == 1
+    gender = np.select([female, male], ["Female", "Male"], "Unknown")
+    race = np.where(demographics["White"] == 1, "White", "Others")
+    age = demographics["current_age_yrs"]
+    age_group = np.where(age.isna(), "Unknown", np.where(age > AGE_CUTOFF, ">80", "<=80"))
+    return pd.DataFrame(
+        {"age": age, "gender": gender, "race": race, "age_group": age_group},
+        index=demographics.index,
+    )
+
+
+def _check_intercepts(cohort: Cohort, findings: Findings) -> None:
+    raw, unclear = [], []
+    for idx in cohort.studies.index[cohort.studies["volume_path"].notna()]:
+        guess = detect_intercept(cohort.volume(idx))
+        if guess is None:
+            unclear.append(idx)
+        elif guess:
+            raw.append(idx)
+    if raw:
+        findings.warn(
+            f"{len(raw)} volume(s) hold raw values (air near +24), read with intercept -1024 "
+            f"(idx {preview(raw)}); pass --hu-intercept to override"
+        )
+    if unclear:
+        findings.error(
+            f"{len(unclear)} volume(s) without a clear air peak (idx {preview(unclear)}); "
+            "pass --hu-intercept 0 or -1024"
+        )

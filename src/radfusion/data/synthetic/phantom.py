@@ -1,0 +1,360 @@
+"""A CT pulmonary angiography phantom: chest anatomy, a contrast-filled arterial tree, emboli.
+
+Coordinates are millimetres in the patient frame: x left-right (image columns), y
+anterior-posterior (image rows, anterior at the top), z head-to-foot (slices). The field of
+view is 360 mm square and the scan covers ``SCAN_LENGTH_MM`` from the lung apex to the upper
+abdomen whatever the slice count, so a volume of any shape shows the same anatomy.
+
+What is drawn, per study with its own random body size, fat, contrast timing and noise:
+
+* body outline with subcutaneous fat, chest-wall muscle and ribs (oblique bands of bone),
+  the mediastinum, the spine (vertebral bodies with cortex, intervertebral discs, canal);
+* lungs with parenchymal texture and vascular markings, domes of the diaphragm, the liver
+  below the right dome;
+* the heart, the aorta (ascending, arch, descending) and the pulmonary arterial tree: trunk,
+  two main, five lobar, ~18 segmental and ~36 subsegmental arteries as tubes of decreasing
+  calibre, filled with contrast (HU set by the study's contrast timing);
+* emboli: low-attenuation filling defects inside the arteries at the level of the study's
+  subtype (central: trunk/main/lobar; segmental; subsegmental), occlusive or eccentric,
+  spanning several slices, some subtle (small, partial, less dark);
+* mimics in any study: mixing artefacts (ill-defined lower enhancement in the trunk and main
+  arteries) and poorly opacified studies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Embolus", "PhantomParams", "Tube", "render_phantom", "sample_phantom"]
+
+FOV_MM = 360.0
+SCAN_LENGTH_MM = 400.0
+AIR, FAT, MUSCLE, MEDIASTINUM = -1000, -95, 45, 20
+LEVEL_RADIUS = {"trunk": 14.0, "main": 10.0, "lobar": 6.0, "segmental": 3.5, "subsegmental": 2.0}
+SUBTYPE_LEVELS = {
+    "central": ("trunk", "main", "lobar"),
+    "segmental": ("segmental",),
+    "subsegmental": ("subsegmental",),
+}
+
+
+@dataclass(frozen=True)
+class Tube:
+    """A straight vessel segment (a capsule) from ``start`` to ``end`` in mm."""
+
+    start: np.ndarray
+    end: np.ndarray
+    radius: float
+    level: str
+
+
+@dataclass(frozen=True)
+class Embolus:
+    tube: Tube
+    start: np.ndarray
+    end: np.ndarray
+    radius: float
+    hu: float
+
+
+@dataclass
+class PhantomParams:
+    body_a: float  # lateral half-width of the body, mm
+    body_b: float  # anterior-posterior half-depth, mm
+    fat: float  # subcutaneous fat thickness, mm
+    lung_hu: float
+    pa_hu: float  # contrast in the pulmonary arteries
+    aorta_hu: float
+    noise_sd: float
+    tubes: list[Tube] = field(default_factory=list)
+    emboli: list[Embolus] = field(default_factory=list)
+    mixing: list[Embolus] = field(default_factory=list)  # mixing artefacts, drawn like emboli
+
+
+def _unit(v):
+    return v / np.linalg.norm(v)
+
+
+def _rotate_towards(direction, rng, max_deg):
+    """A direction within ``max_deg`` of ``direction`` (uniform over the cone's angles)."""
+    d = _unit(direction)
+    other = np.array([1.0, 0, 0]) if abs(d[0]) < 0.9 else np.array([0, 1.0, 0])
+    p1 = _unit(np.cross(d, other))
+    p2 = np.cross(d, p1)
+    angle = np.deg2rad(rng.uniform(15, max_deg))
+    phi = rng.uniform(0, 2 * np.pi)
+    return _unit(np.cos(angle) * d + np.sin(angle) * (np.cos(phi) * p1 + np.sin(phi) * p2))
+
+
+def _arterial_tree(a: float, b: float, rng) -> list[Tube]:
+    sx, sy, L = a / 170.0, b / 125.0, SCAN_LENGTH_MM
+    jitter = lambda: rng.normal(0, 4, 3)  # noqa: E731
+
+    def pt(x, y, t):
+        return np.array([x * sx, y * sy, t * L]) + jitter()
+
+    tubes: list[Tube] = []
+    rv, bif = pt(22, -55, 0.63), pt(6, -10, 0.47)
+    tubes.append(Tube(rv, bif, LEVEL_RADIUS["trunk"], "trunk"))
+    hila = {"left": pt(68, 2, 0.46), "right": pt(-64, -2, 0.49)}
+    for hilum in hila.values():
+        tubes.append(Tube(bif, hilum, LEVEL_RADIUS["main"], "main"))
+    lobes = {
+        "left": [pt(86, -12, 0.34), pt(86, 38, 0.68)],
+        "right": [pt(-86, -6, 0.33), pt(-78, -48, 0.58), pt(-82, 36, 0.70)],
+    }
+    for side, ends in lobes.items():
+        for end in ends:
+            tubes.append(Tube(hila[side], end, LEVEL_RADIUS["lobar"], "lobar"))
+            direction = end - hila[side]
+            for _ in range(rng.integers(3, 5)):
+                seg_dir = _rotate_towards(direction, rng, 55)
+                seg_end = end + seg_dir * rng.uniform(32, 48)
+                tubes.append(Tube(end, seg_end, LEVEL_RADIUS["segmental"], "segmental"))
+                for _ in range(2):
+                    sub_end = seg_end + _rotate_towards(seg_dir, rng, 50) * rng.uniform(18, 28)
+                    tubes.append(
+                        Tube(seg_end, sub_end, LEVEL_RADIUS["subsegmental"], "subsegmental")
+                    )
+    return tubes
+
+
+def _clot_in(tube: Tube, rng, *, subtle: bool, hu: float) -> Embolus:
+    length = np.linalg.norm(tube.end - tube.start)
+    span = rng.uniform(0.35, 0.8) * length
+    s0 = rng.uniform(0.05, max(0.06, 1 - span / length - 0.05))
+    axis = tube.end - tube.start
+    start = tube.start + s0 * axis
+    end = start + axis * span / length
+    frac = rng.uniform(0.35, 0.6) if subtle else rng.uniform(0.6, 0.95)
+    radius = frac * tube.radius
+    offset = (tube.radius - radius) * rng.uniform(0, 1)
+    shift = _rotate_towards(axis, rng, 90) * offset
+    # Keep the offset perpendicular to the axis so the clot stays in the lumen.
+    shift -= axis * (shift @ axis) / (axis @ axis)
+    return Embolus(tube, start + shift, end + shift, radius, hu)
+
+
+def sample_phantom(pe_type: str, rng: np.random.Generator) -> PhantomParams:
+    """Draw one study's anatomy, contrast, noise, emboli (``pe_type`` "" for none) and mimics."""
+    poor = rng.random() < 0.1
+    params = PhantomParams(
+        body_a=rng.uniform(150, 195),
+        body_b=rng.uniform(108, 145),
+        fat=rng.uniform(8, 34),
+        lung_hu=rng.uniform(-885, -825),
+        pa_hu=rng.uniform(140, 200) if poor else rng.uniform(230, 470),
+        aorta_hu=rng.uniform(140, 330),
+        noise_sd=rng.uniform(12, 30),
+    )
+    params.tubes = _arterial_tree(params.body_a, params.body_b, rng)
+    if pe_type:
+        levels = SUBTYPE_LEVELS[pe_type]
+        candidates = [t for t in params.tubes if t.level in levels]
+        n = rng.integers(1, 4)
+        for tube in rng.choice(len(candidates), size=min(n, len(candidates)), replace=False):
+            subtle = rng.random() < 0.3
+            hu = rng.uniform(80, 130) if subtle else rng.uniform(15, 75)
+            params.emboli.append(_clot_in(candidates[tube], rng, subtle=subtle, hu=hu))
+        if pe_type == "central" and rng.random() < 0.5:  # central clot often extends distally
+            segs = [t for t in params.tubes if t.level == "segmental"]
+            tube = segs[rng.integers(len(segs))]
+            params.emboli.append(_clot_in(tube, rng, subtle=False, hu=rng.uniform(15, 75)))
+    if rng.random() < 0.25:
+        central = [t for t in params.tubes if t.level in ("trunk", "main")]
+        tube = central[rng.integers(len(central))]
+        hu = params.pa_hu - rng.uniform(90, 160)
+        params.mixing.append(_clot_in(tube, rng, subtle=False, hu=hu))
+    return params
+
+
+class _Grid:
+    """Voxel-centre coordinates (mm) of a volume of shape (slices, rows, cols)."""
+
+    def __init__(self, shape):
+        s, h, w = shape
+        self.shape = shape
+        self.dx, self.dy, self.dz = FOV_MM / w, FOV_MM / h, SCAN_LENGTH_MM / s
+        self.x = ((np.arange(w) + 0.5) * self.dx - FOV_MM / 2).astype(np.float32)
+        self.y = ((np.arange(h) + 0.5) * self.dy - FOV_MM / 2).astype(np.float32)
+        self.z = ((np.arange(s) + 0.5) * self.dz).astype(np.float32)
+
+    def span(self, coords, lo, hi):
+        return slice(int(np.searchsorted(coords, lo)), int(np.searchsorted(coords, hi, "right")))
+
+
+def _ellipse(grid, img, cx, cy, ax, ay, value, add=None):
+    """Fill an axis-aligned ellipse in a 2-D slice with ``value`` (plus ``add``'s pixels)."""
+    if ax <= 0 or ay <= 0:
+        return
+    cols = grid.span(grid.x, cx - ax, cx + ax)
+    rows = grid.span(grid.y, cy - ay, cy + ay)
+    u = ((grid.x[cols] - cx) / ax) ** 2
+    v = ((grid.y[rows] - cy) / ay) ** 2
+    mask = (v[:, None] + u[None, :]) <= 1.0
+    box = img[rows, cols]
+    if add is None:
+        box[mask] = value
+    else:
+        box[mask] = add[rows, cols][mask] + np.int16(value)
+
+
+def _profile(t, top, bottom):
+    """Half-ellipse profile: 0 at ``top`` and ``bottom``, 1 midway."""
+    mid, half = (top + bottom) / 2, (bottom - top) / 2
+    return float(np.sqrt(max(0.0, 1 - ((t - mid) / half) ** 2)))
+
+
+def _noise_bank(shape, sd, rng, smooth=False, k=6):
+    h, w = shape
+    if not smooth:
+        return (rng.standard_normal((k, h + 16, w + 16), dtype=np.float32) * sd).astype(np.int16)
+    # Smooth texture: coarse noise upsampled (nearest, then a box blur) - cheap and isotropic.
+    step = max(1, round(w / 96))
+    coarse = rng.standard_normal((k, (h + 16) // step + 2, (w + 16) // step + 2), dtype=np.float32)
+    fine = coarse.repeat(step, 1).repeat(step, 2)[:, : h + 16, : w + 16]
+    for axis in (1, 2):
+        fine = (fine + np.roll(fine, step // 2 + 1, axis) + np.roll(fine, -(step // 2 + 1), axis)) / 3
+    fine = fine / (fine.std() + 1e-6) * sd
+    # Sparse bright dots: vascular markings seen end-on.
+    dots = rng.random(fine.shape) < 0.004
+    fine[dots] += 3 * sd
+    return fine.astype(np.int16)
+
+
+def _layer_bounds(grid, a, b, radii):
+    """Per row, the column interval [lo, hi) inside each centred ellipse (a*r, b*r)."""
+    v = (grid.y / b) ** 2
+    bounds = []
+    for r in radii:
+        half = a * np.sqrt(np.maximum(r * r - v, 0.0))
+        lo = np.searchsorted(grid.x, -half, "left")
+        hi = np.searchsorted(grid.x, half, "right")
+        bounds.append((lo, np.maximum(hi, lo)))
+    return bounds
+
+
+def _background_slice(grid, p: PhantomParams, z, img, tex):
+    """Draw one slice's anatomy (without vessels and noise) into ``img``."""
+    t = z / SCAN_LENGTH_MM
+    a = p.body_a * (0.9 + 0.1 * t)
+    b = p.body_b * (0.93 + 0.07 * t)
+    mean_r = (a + b) / 2
+    r_muscle = 1 - p.fat / mean_r
+    r_rib = r_muscle - 4 / mean_r
+    r_cavity = r_rib - 10 / mean_r
+    # Body layers are nested, centred ellipses, so each row is a run of constant tissue:
+    # air | fat | muscle | rib band | mediastinum | rib band | muscle | fat | air.
+    (lo_b, hi_b), (lo_m, hi_m), (lo_r, hi_r), (lo_c, hi_c) = _layer_bounds(
+        grid, a, b, (1.0, r_muscle, r_rib, r_cavity)
+    )
+    h, w = img.shape
+    edges = np.stack(
+        [np.zeros(h, int), lo_b, lo_m, lo_r, lo_c, hi_c, hi_r, hi_m, hi_b, np.full(h, w)], axis=1
+    )
+    # Ribs: oblique bands of bone, so a row's chest wall is bone where its angle's phase hits.
+    phase = (z + 40 * np.abs(np.arctan2(grid.y / b, 1.0)) / np.pi) % 26.0
+    rib = (phase < 9) & (0.05 < t < 0.85) & (np.abs(grid.y) < 0.9 * b)
+    band = np.where(rib, 650, MUSCLE).astype(np.int16)
+    values = np.empty((h, 9), dtype=np.int16)
+    values[:] = (AIR, FAT, MUSCLE, 0, MEDIASTINUM, 0, MUSCLE, FAT, AIR)
+    values[:, 3] = values[:, 5] = band
+    img.reshape(-1)[:] = np.repeat(values.reshape(-1), np.diff(edges, axis=1).reshape(-1))
+    ac, bc = a * r_cavity, b * r_cavity
+    # Lungs, the right one (image left) with the higher dome; the liver beneath it.
+    for side, bottom in ((1, 0.90), (-1, 0.86)):
+        prof = _profile(t, 0.06, bottom)
+        _ellipse(grid, img, side * 0.5 * ac, 0.06 * bc, 0.42 * ac * prof, 0.80 * bc * prof,
+                 value=p.lung_hu, add=tex)
+    if t > 0.72:
+        grow = min(1.0, (t - 0.72) / 0.2)
+        _ellipse(grid, img, -0.35 * ac, 0.0, 0.7 * ac * grow, 0.75 * bc * grow, value=65)
+    # Heart: myocardium and contrast-mixed blood.
+    prof = _profile(t, 0.56, 0.84)
+    hx, hy = 0.40 * ac * prof, 0.42 * bc * prof
+    _ellipse(grid, img, 0.18 * ac, -0.28 * bc, hx, hy, value=50)
+    _ellipse(grid, img, 0.18 * ac, -0.28 * bc, hx - 6, hy - 6,
+             value=int(0.5 * (p.pa_hu + p.aorta_hu)))
+    # Spine: vertebral body (cortex, cancellous bone or disc), canal and posterior arch.
+    disc = (z % 30.0) < 6.0
+    cy = bc * 0.80
+    _ellipse(grid, img, 0, cy, 20, 17, value=700)
+    _ellipse(grid, img, 0, cy, 16, 13, value=80 if disc else 230)
+    _ellipse(grid, img, 0, cy + 27, 13, 11, value=650)
+    _ellipse(grid, img, 0, cy + 25, 7, 7, value=25)
+
+
+def _aorta(a, b, r_cavity=0.72) -> list[Tube]:
+    L = SCAN_LENGTH_MM
+    asc0, asc1 = np.array([-0.05 * a, -0.22 * b, 0.62 * L]), np.array([-0.05 * a, -0.15 * b, 0.28 * L])
+    arch = np.array([0.12 * a, 0.2 * b, 0.24 * L])
+    desc1 = np.array([0.15 * a, 0.55 * b * r_cavity, 1.0 * L])
+    desc0 = np.array([0.15 * a, 0.55 * b * r_cavity, 0.28 * L])
+    return [Tube(asc0, asc1, 14, "aorta"), Tube(asc1, arch, 12, "aorta"),
+            Tube(arch, desc0, 11, "aorta"), Tube(desc0, desc1, 11, "aorta")]
+
+
+def _capsule(grid, vol, start, end, radius, value, soft=0.0):
+    """Set voxels within ``radius`` of the segment start-end; returns the slices touched."""
+    lo = np.minimum(start, end) - radius
+    hi = np.maximum(start, end) + radius
+    zs, ys, xs = grid.span(grid.z, lo[2], hi[2]), grid.span(grid.y, lo[1], hi[1]), grid.span(
+        grid.x, lo[0], hi[0])
+    if zs.start >= zs.stop or ys.start >= ys.stop or xs.start >= xs.stop:
+        return np.zeros(0, dtype=int)
+    d = end - start
+    dd = float(d @ d) or 1.0
+    px = grid.x[xs][None, None, :] - start[0]
+    py = grid.y[ys][None, :, None] - start[1]
+    pz = grid.z[zs][:, None, None] - start[2]
+    s = np.clip((px * d[0] + py * d[1] + pz * d[2]) / dd, 0.0, 1.0)
+    dist2 = (px - s * d[0]) ** 2 + (py - s * d[1]) ** 2 + (pz - s * d[2]) ** 2
+    inside = dist2 <= radius * radius
+    box = vol[zs, ys, xs]
+    if soft:  # an ill-defined edge: blend towards ``value`` with distance
+        w = np.clip(1 - np.sqrt(dist2) / radius, 0, 1) ** 0.5
+        box[inside] = (box[inside] * (1 - w[inside]) + value * w[inside]).astype(vol.dtype)
+    else:
+        box[inside] = value
+    hit = inside.any(axis=(1, 2))
+    return np.arange(zs.start, zs.stop)[hit]
+
+
+def render_phantom(
+    shape: tuple[int, int, int],
+    params: PhantomParams,
+    rng: np.random.Generator,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render a study into an int16 HU array of ``shape`` (slices, rows, cols).
+
+    Returns the volume and the sorted indices of the slices that contain embolus voxels.
+    ``out`` (e.g. a memory-mapped ``.npy``) is filled in place when given.
+    """
+    vol = np.empty(shape, dtype=np.int16) if out is None else out
+    grid = _Grid(shape)
+    s, h, w = shape
+    textures = _noise_bank((h, w), 35.0, rng, smooth=True, k=4)
+    shifts = rng.integers(0, 16, size=(s, 2))
+    for k in range(s):
+        # Texture drifts slowly through the slices, as parenchyma does.
+        tex = textures[(k // 6) % len(textures), shifts[k // 6 * 6 % s, 0] :, :][:h, 8 : 8 + w]
+        _background_slice(grid, params, float(grid.z[k]), vol[k], tex)
+    for tube in _aorta(params.body_a, params.body_b):
+        _capsule(grid, vol, tube.start, tube.end, tube.radius, int(params.aorta_hu))
+    for tube in params.tubes:
+        _capsule(grid, vol, tube.start, tube.end, tube.radius, int(params.pa_hu))
+    for artefact in params.mixing:
+        _capsule(grid, vol, artefact.start, artefact.end, artefact.radius, int(artefact.hu),
+                 soft=1.0)
+    hits = [np.zeros(0, dtype=int)]
+    for clot in params.emboli:
+        hits.append(_capsule(grid, vol, clot.start, clot.end, clot.radius, int(clot.hu)))
+    noise = _noise_bank((h, w), params.noise_sd, rng)
+    offsets = rng.integers(0, 16, size=(s, 2))
+    for k in range(s):
+        oy, ox = offsets[k]
+        vol[k] += noise[k % len(noise), oy : oy + h, ox : ox + w]
+    return vol, np.unique(np.concatenate(hits))

@@ -1,0 +1,340 @@
+"""The paper's EHR feature engineering, from raw MEDS events to the release's six tables.
+
+Everything is computed over an observation window of ``window_days`` (365) before each CT
+study, from events strictly before the CT time. Per feature family:
+
+* Demographics: one-hot gender, race and smoking (the most recent code at or before the CT;
+  static codes count as oldest), and ``current_age_yrs`` = whole years from ``MEDS_BIRTH`` to
+  the CT time (days / 365.25, floored).
+* Vitals, the paper's "derivative": the ordinary least-squares slope of the vital's values
+  against time (in days, relative to the CT) over the window, in units per day. Missing when a
+  study has fewer than two measurements or they all share one time.
+* Medications (inpatient, outpatient): per drug class, ``:Binary`` (any prescription in the
+  window) and ``:Frequeny`` (the number of prescriptions; sic, the release's spelling).
+* Diagnosis groups: ``:frequency`` (number of codes) and ``:presence``; groups present in fewer
+  than ``min_icd_prevalence`` (1%) of the training studies are dropped.
+* Labs: per test, ``:Binary`` (measured in the window) and ``:Value`` (the latest value; ties
+  at one time resolve to the largest value; missing when not measured).
+
+Leakage rules (the paper's): diagnosis codes recorded within ``leakage_hours`` (24 h) before
+the CT, and diagnosis codes from the CT's own encounter, are dropped. ``leakage_scope="all"``
+extends the encounter rule to every code. Nothing at or after the CT time is ever used.
+
+All of it is vectorised: events are joined to studies once and reduced with group-bys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radfusion.data.layout import (
+    DEMOGRAPHIC_COLUMNS,
+    GENDER_COLUMNS,
+    OUTPATIENT_PREFIX,
+    RACE_COLUMNS,
+    SMOKING_COLUMNS,
+)
+from radfusion.ehr.vocabulary import CODE_PREFIXES, Vocabulary
+from radfusion.errors import RadfusionError
+
+__all__ = [
+    "RAW_STUDIES_FILE",
+    "build_features",
+    "latest_values",
+    "read_meds",
+    "read_raw_studies",
+    "window_events",
+]
+
+RAW_STUDIES_FILE = "studies.parquet"
+BIRTH_CODE = "MEDS_BIRTH"
+STUDY_COLUMNS = ("idx", "subject_id", "ct_time", "encounter_id")
+
+
+def read_meds(root: str | Path, *, encounter_column: str = "encounter_id") -> pd.DataFrame:
+    """Read and validate MEDS data shards (``root/data/*.parquet``) into one frame."""
+    import meds
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    shards = sorted((root / "data").glob("*.parquet"))
+    if not shards:
+        raise RadfusionError(
+            f"{root / 'data'}: no MEDS shards (*.parquet) found; "
+            "write events as MEDS data files there"
+        )
+    tables = []
+    for shard in shards:
+        table = pq.read_table(shard)
+        try:
+            table = meds.DataSchema.align(table)
+        except Exception as exc:  # the schema library raises several types
+            raise RadfusionError(f"{shard}: not a valid MEDS data file: {exc}") from exc
+        if encounter_column not in table.column_names:
+            raise RadfusionError(
+                f"{shard}: missing the encounter column {encounter_column!r}, "
+                "which the leakage rules need"
+            )
+        tables.append(table)
+    events = pa.concat_tables(tables).to_pandas()
+    events["time"] = events["time"].astype("datetime64[us]")
+    return events
+
+
+def read_raw_studies(root: str | Path) -> pd.DataFrame:
+    """Read the study table (``idx``, ``subject_id``, ``ct_time``, ``encounter_id``)."""
+    path = Path(root) / RAW_STUDIES_FILE
+    if not path.exists():
+        raise RadfusionError(f"{path}: study table not found; it maps each idx to its CT event")
+    studies = pd.read_parquet(path)
+    missing = [c for c in STUDY_COLUMNS if c not in studies.columns]
+    if missing:
+        raise RadfusionError(f"{path}: missing column(s) {missing}; expected {list(STUDY_COLUMNS)}")
+    studies["ct_time"] = studies["ct_time"].astype("datetime64[us]")
+    return studies
+
+
+def _split_codes(events: pd.DataFrame) -> pd.DataFrame:
+    parts = events["code"].astype(str).str.split("//", n=1, expand=True)
+    out = events.assign(prefix=parts[0], name=parts[1] if parts.shape[1] > 1 else None)
+    return out
+
+
+def window_events(
+    events: pd.DataFrame,
+    studies: pd.DataFrame,
+    *,
+    window_days: int = 365,
+    leakage_hours: float = 24.0,
+    leakage_scope: str = "icd",
+    encounter_column: str = "encounter_id",
+) -> pd.DataFrame:
+    """Join timed events to studies and keep those the paper's rules allow.
+
+    Returns one row per (study, event) with columns ``idx``, ``prefix``, ``name``,
+    ``numeric_value`` and ``days`` (event time minus CT time, in days; negative).
+    """
+    if leakage_scope not in ("icd", "all"):
+        raise ValueError(f"leakage_scope must be 'icd' or 'all', got {leakage_scope!r}")
+    timed = events[events["time"].notna()]
+    cols = ["subject_id", "time", "code", "numeric_value", encounter_column]
+    joined = timed[cols].merge(
+        studies[list(STUDY_COLUMNS)].rename(columns={"encounter_id": "_ct_encounter"}),
+        on="subject_id",
+        how="inner",
+    )
+    delta = joined["time"] - joined["ct_time"]
+    keep = (delta < pd.Timedelta(0)) & (delta >= -pd.Timedelta(days=window_days))
+    joined = _split_codes(joined[keep])
+    delta = delta[keep]
+    is_icd = joined["prefix"] == CODE_PREFIXES["icd"]
+    same_encounter = joined[encounter_column].eq(joined["_ct_encounter"]).fillna(False)
+    too_close = delta >= -pd.Timedelta(hours=leakage_hours)
+    drop_encounter = same_encounter & (is_icd if leakage_scope == "icd" else True)
+    drop = (is_icd & too_close) | drop_encounter
+    joined = joined[~drop.to_numpy()]
+    days = (joined["time"] - joined["ct_time"]) / pd.Timedelta(days=1)
+    return pd.DataFrame(
+        {
+            "idx": joined["idx"].to_numpy(),
+            "prefix": joined["prefix"].to_numpy(),
+            "name": joined["name"].to_numpy(),
+            "numeric_value": joined["numeric_value"].to_numpy(dtype=float),
+            "days": days.to_numpy(dtype=float),
+        }
+    )
+
+
+def _counts(win: pd.DataFrame, prefix: str, names: Sequence[str], idx: pd.Index) -> pd.DataFrame:
+    sub = win[win["prefix"] == prefix]
+    counts = sub.groupby(["idx", "name"]).size().unstack(fill_value=0)
+    return counts.reindex(index=idx, columns=list(names), fill_value=0).astype(np.int64)
+
+
+def _pairs(first: pd.DataFrame, second: pd.DataFrame, names: Sequence[str], suffixes, rename):
+    """Interleave two per-name frames into ``name+suffix`` column pairs, in vocabulary order."""
+    cols = {}
+    for name in names:
+        cols[rename(name) + suffixes[0]] = first[name]
+        cols[rename(name) + suffixes[1]] = second[name]
+    return pd.DataFrame(cols, index=first.index)
+
+
+def _medications(win, prefix, names, idx, rename=lambda n: n) -> pd.DataFrame:
+    counts = _counts(win, prefix, names, idx)
+    return _pairs((counts > 0).astype(np.int64), counts, names, (":Binary", ":Frequeny"), rename)
+
+
+def _diagnoses(win, names, idx, train_idx, min_prevalence) -> pd.DataFrame:
+    counts = _counts(win, CODE_PREFIXES["icd"], names, idx)
+    present = counts > 0
+    prevalence = present.loc[present.index.isin(train_idx)].mean(axis=0)
+    kept = [n for n in names if prevalence[n] >= min_prevalence]
+    return _pairs(counts, present.astype(np.int64), kept, (":frequency", ":presence"), str)
+
+
+def _labs(win, names, idx) -> pd.DataFrame:
+    sub = win[win["prefix"] == CODE_PREFIXES["lab"]]
+    sub = sub.sort_values(["idx", "name", "days", "numeric_value"], kind="stable")
+    latest = sub.groupby(["idx", "name"])["numeric_value"].last().unstack()
+    latest = latest.reindex(index=idx, columns=list(names))
+    taken = _counts(win, CODE_PREFIXES["lab"], names, idx) > 0
+    return _pairs(taken.astype(np.int64), latest, names, (":Binary", ":Value"), str)
+
+
+def _vitals(win, names, idx) -> pd.DataFrame:
+    sub = win[win["prefix"] == CODE_PREFIXES["vital"]].dropna(subset=["numeric_value"])
+    x, y = sub["days"], sub["numeric_value"]
+    sums = (
+        pd.DataFrame(
+            {"idx": sub["idx"], "name": sub["name"], "n": 1.0, "x": x, "y": y,
+             "xx": x * x, "xy": x * y}
+        )
+        .groupby(["idx", "name"])
+        .sum()
+    )
+    sxx = sums["xx"] - sums["x"] ** 2 / sums["n"]
+    sxy = sums["xy"] - sums["x"] * sums["y"] / sums["n"]
+    # A span below ~1 s carries no slope; relative tolerance guards against round-off.
+    valid = (sums["n"] >= 2) & (sxx > 1e-9 * np.maximum(sums["xx"], 1.0))
+    slope = (sxy / sxx).where(valid)
+    return slope.unstack().reindex(index=idx, columns=list(names)).astype(float)
+
+
+def _demographics(events: pd.DataFrame, studies: pd.DataFrame, idx: pd.Index) -> pd.DataFrame:
+    out = pd.DataFrame(0, index=idx, columns=list(DEMOGRAPHIC_COLUMNS), dtype=np.int64)
+    out["current_age_yrs"] = np.nan
+    per_study = studies.set_index("idx").reindex(idx)
+
+    births = events.loc[events["code"] == BIRTH_CODE, ["subject_id", "time"]]
+    births = births.dropna().groupby("subject_id")["time"].min()
+    birth = per_study["subject_id"].map(births)
+    age_days = (per_study["ct_time"] - birth) / pd.Timedelta(days=1)
+    out["current_age_yrs"] = np.floor(age_days / 365.25)
+
+    coded = _split_codes(
+        events[events["code"].str.contains("//", regex=False, na=False)]
+    )
+    families = {
+        CODE_PREFIXES["gender"]: ({g: g for g in GENDER_COLUMNS}, None),
+        CODE_PREFIXES["race"]: ({r: r for r in RACE_COLUMNS}, "Unknown_race"),
+        CODE_PREFIXES["smoking"]: ({"N": "SMOKER_N", "Y": "SMOKER_Y"}, None),
+    }
+    coded = coded[coded["prefix"].isin(families)]
+    joined = coded.merge(per_study.reset_index()[["idx", "subject_id", "ct_time"]], on="subject_id")
+    # Static codes (no time) count as the oldest; timed codes must precede the CT.
+    usable = joined["time"].isna() | (joined["time"] < joined["ct_time"])
+    joined = joined[usable].assign(order=joined["time"].fillna(pd.Timestamp.min))
+    latest = joined.sort_values(["idx", "prefix", "order"], kind="stable")
+    latest = latest.groupby(["idx", "prefix"])["name"].last().reset_index()
+    for prefix, (mapping, fallback) in families.items():
+        rows = latest[latest["prefix"] == prefix]
+        column = rows["name"].map(mapping)
+        if fallback is not None:
+            column = column.fillna(fallback)
+        rows = rows.assign(column=column).dropna(subset=["column"])
+        for col, group in rows.groupby("column"):
+            out.loc[group["idx"].to_numpy(), col] = 1
+        if fallback is not None:  # a study without any race code is Unknown_race
+            unknown = ~idx.isin(rows["idx"])
+            out.loc[unknown, fallback] = 1
+    return out
+
+
+def _infer_names(events: pd.DataFrame, prefix: str) -> tuple[str, ...]:
+    codes = events["code"].astype(str)
+    names = codes[codes.str.startswith(prefix + "//")].str.slice(len(prefix) + 2)
+    return tuple(sorted(names.unique()))
+
+
+def build_features(
+    events: pd.DataFrame,
+    studies: pd.DataFrame,
+    *,
+    vocabulary: Vocabulary | None = None,
+    train_idx: Iterable[int] | None = None,
+    window_days: int = 365,
+    leakage_hours: float = 24.0,
+    leakage_scope: str = "icd",
+    min_icd_prevalence: float = 0.01,
+    encounter_column: str = "encounter_id",
+) -> dict[str, pd.DataFrame]:
+    """Build the release's six EHR tables from MEDS events.
+
+    Parameters
+    ----------
+    events
+        MEDS events: ``subject_id``, ``time``, ``code``, ``numeric_value`` and the encounter
+        column. Codes are ``PREFIX//name`` with the prefixes in
+        :data:`radfusion.ehr.vocabulary.CODE_PREFIXES`, plus ``MEDS_BIRTH``.
+    studies
+        One row per CT study: ``idx``, ``subject_id``, ``ct_time``, ``encounter_id``.
+    vocabulary
+        Column order and the full list of names per family; inferred from the codes when None.
+    train_idx
+        The training studies, over which the 1% diagnosis-group rule is counted (all studies
+        when None).
+
+    Returns
+    -------
+    dict
+        Table stem (``Demographics``, ``INP_MED``, ``OUT_MED``, ``ICD``, ``LABS``, ``Vitals``)
+        to a frame indexed by ``idx`` with the release's column names.
+    """
+    if studies["idx"].duplicated().any():
+        dup = studies.loc[studies["idx"].duplicated(), "idx"].iloc[0]
+        raise RadfusionError(f"study table: idx {dup} appears twice; each study needs one row")
+    if vocabulary is None:
+        vocabulary = Vocabulary(
+            drug_classes=tuple(
+                sorted(
+                    set(_infer_names(events, CODE_PREFIXES["inpatient"]))
+                    | set(_infer_names(events, CODE_PREFIXES["outpatient"]))
+                )
+            ),
+            icd_groups=_infer_names(events, CODE_PREFIXES["icd"]),
+            lab_tests=_infer_names(events, CODE_PREFIXES["lab"]),
+            vitals=_infer_names(events, CODE_PREFIXES["vital"]),
+        )
+    idx = pd.Index(np.sort(studies["idx"].to_numpy()), name="idx")
+    train = idx if train_idx is None else pd.Index(list(train_idx))
+    win = window_events(
+        events,
+        studies,
+        window_days=window_days,
+        leakage_hours=leakage_hours,
+        leakage_scope=leakage_scope,
+        encounter_column=encounter_column,
+    )
+    icd_names = vocabulary.icd_groups + vocabulary.rare_icd_groups
+    return {
+        "Demographics": _demographics(events, studies, idx),
+        "INP_MED": _medications(win, CODE_PREFIXES["inpatient"], vocabulary.drug_classes, idx),
+        "OUT_MED": _medications(
+            win,
+            CODE_PREFIXES["outpatient"],
+            vocabulary.drug_classes,
+            idx,
+            rename=lambda n: OUTPATIENT_PREFIX + n,
+        ),
+        "ICD": _diagnoses(win, icd_names, idx, train, min_icd_prevalence),
+        "LABS": _labs(win, vocabulary.lab_tests, idx),
+        "Vitals": _vitals(win, vocabulary.vitals, idx),
+    }
+
+
+def latest_values(
+    events: pd.DataFrame, studies: pd.DataFrame, code: str, *, window_days: int = 365
+) -> pd.Series:
+    """The latest value of one code in each study's window (NaN where none), indexed by idx."""
+    prefix, _, name = code.partition("//")
+    subset = events[events["code"] == code]
+    win = window_events(subset, studies, window_days=window_days)
+    win = win.sort_values(["idx", "days", "numeric_value"], kind="stable")
+    values = win.groupby("idx")["numeric_value"].last()
+    return values.reindex(pd.Index(studies["idx"], name="idx"))
