@@ -61,12 +61,13 @@ def synth(
     """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from radfusion.data.synthetic.design import MIN_STUDIES
     from radfusion.data.synthetic.writer import write_synthetic_cohort
     from radfusion.io import write_json
 
     slice_range = _parse_range(slices)
-    if studies < 30:
-        _fail(f"--studies {studies}: need at least 30 to fill train, val and test")
+    if studies < MIN_STUDIES:
+        _fail(f"--studies {studies}: need at least {MIN_STUDIES} to fill train, val and test")
     if size < 8:
         _fail(f"--size {size}: need at least 8 pixels")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -79,20 +80,32 @@ def synth(
     gib = studies * median * size * size * 2 / 2**30
     console.print(f"Writing {studies} studies ({size}x{size}, ~{gib:.1f} GiB) to {out_dir}")
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=console, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("volumes", total=studies)
         cohort = write_synthetic_cohort(
-            out_dir, studies, seed, size=size, slice_range=slice_range, quirks=quirks,
-            workers=workers, on_volume=lambda _: progress.advance(task),
+            out_dir,
+            studies,
+            seed,
+            size=size,
+            slice_range=slice_range,
+            quirks=quirks,
+            workers=workers,
+            on_volume=lambda _: progress.advance(task),
         )
     write_json(
         {"studies": studies, "seed": seed, "size": size, "slices": slices, "quirks": quirks},
         out_dir / SYNTH_MARKER,
     )
     positives = int(cohort.studies["label"].sum())
-    console.print(f"Done: {studies} studies, {positives} positive. Check it: radfusion validate {out_dir}")
+    console.print(
+        f"Done: {studies} studies, {positives} positive. Check it: radfusion validate {out_dir}"
+    )
 
 
 def _fmt(value) -> str:
@@ -114,14 +127,16 @@ def _print_summary(summary: dict) -> None:
         table.add_column(name.capitalize(), justify="right")
 
     def pct(key, of):
-        return [f"{splits[s][key]} ({100 * splits[s][key] / max(splits[s][of], 1):.1f}%)"
-                for s in order]
+        return [
+            f"{splits[s][key]} ({100 * splits[s][key] / max(splits[s][of], 1):.1f}%)" for s in order
+        ]
 
     table.add_row("# of studies", *[_fmt(splits[s]["studies"]) for s in order])
     table.add_row("# of patients", *[_fmt(splits[s]["patients"]) for s in order])
-    table.add_row("Median # of slices (IQR)",
-                  *[f"{_fmt(splits[s]['median_slices'])} ({_fmt(splits[s]['iqr_slices'])})"
-                    for s in order])
+    table.add_row(
+        "Median # of slices (IQR)",
+        *[f"{_fmt(splits[s]['median_slices'])} ({_fmt(splits[s]['iqr_slices'])})" for s in order],
+    )
     table.add_row("# of negative PE", *pct("negatives", "studies"))
     table.add_row("# of positive PE", *pct("positives", "studies"))
     for subtype in ("central", "segmental", "subsegmental"):
@@ -139,11 +154,18 @@ def _print_summary(summary: dict) -> None:
     groups.add_column("Group")
     groups.add_column("Including subsegmental-only PE", justify="right")
     groups.add_column("Excluding subsegmental-only PE", justify="right")
-    for attr, names in (("Gender", ("Female", "Male")), ("Race", ("White", "Others")),
-                        ("Age", (">80", "<=80"))):
+    for attr, names in (
+        ("Gender", ("Female", "Male")),
+        ("Race", ("White", "Others")),
+        ("Age", (">80", "<=80")),
+    ):
         for g in names:
-            groups.add_row(attr, g, str(summary["test_groups"][g]),
-                           str(summary["test_groups_non_subsegmental"][g]))
+            groups.add_row(
+                attr,
+                g,
+                str(summary["test_groups"][g]),
+                str(summary["test_groups_non_subsegmental"][g]),
+            )
     console.print(groups)
 
 

@@ -154,7 +154,9 @@ def validate_cohort(
     )
     if deep and hu_intercept is None:
         _check_intercepts(cohort, findings)
-    return ValidationReport(findings.errors, findings.warnings, cohort if not findings.errors else None)
+    return ValidationReport(
+        findings.errors, findings.warnings, cohort if not findings.errors else None
+    )
 
 
 def _volume_index(root: Path, labels: pd.DataFrame, findings: Findings) -> pd.DataFrame:
@@ -218,8 +220,8 @@ def _annotations(root: Path, labels: pd.DataFrame, volumes: pd.DataFrame, findin
     frame = frame[["idx", "slice"]].apply(pd.to_numeric, errors="coerce")
     bad = frame.isna().any(axis=1)
     unknown = ~frame["idx"].isin(labels.index)
-    slices = frame["idx"].map(volumes["slices"]) if "slices" in volumes else np.nan
-    out_of_range = (frame["slice"] < 0) | (frame["slice"] >= slices)
+    slices = frame["idx"].map(volumes["slices"]).astype(float)
+    out_of_range = (frame["slice"] < 0) | (frame["slice"] >= slices.fillna(np.inf))
     for mask, why in (
         (bad, "non-numeric"),
         (unknown & ~bad, "for idx not in Labels.csv"),
@@ -227,7 +229,9 @@ def _annotations(root: Path, labels: pd.DataFrame, volumes: pd.DataFrame, findin
     ):
         if mask.any():
             which = frame.loc[mask, "idx"].dropna().astype(int).unique()
-            findings.warn(f"{path}: {int(mask.sum())} annotation(s) {why} (idx {preview(which)}); dropped")
+            findings.warn(
+                f"{path}: {int(mask.sum())} annotation(s) {why} (idx {preview(which)}); dropped"
+            )
     keep = ~(bad | unknown | out_of_range)
     return frame[keep].astype(np.int64).sort_values(["idx", "slice"]).reset_index(drop=True)
 

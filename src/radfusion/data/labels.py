@@ -67,7 +67,7 @@ def read_labels(root: Path, findings: Findings) -> pd.DataFrame | None:
             f"{list(SPLITS)}{suggest(value, SPLITS)}"
         )
 
-    pe_type = frame["pe_type"].fillna("").astype(str).str.strip().str.lower()
+    pe_type = frame["pe_type"].map(lambda v: "" if pd.isna(v) else str(v).strip().lower())
     positive = label == 1
     bad = positive & ~pe_type.isin(PE_TYPES)
     if bad.any():

@@ -18,8 +18,8 @@ __all__ = [
     "RACE_COLUMNS",
     "SMOKING_COLUMNS",
     "SPLITS",
-    "VITAL_COLUMNS",
     "VITALS_SENTINEL",
+    "VITAL_COLUMNS",
     "WINDOW_SLICES",
 ]
 

@@ -16,8 +16,14 @@ __all__ = ["DDIMER_POSITIVE", "summarize"]
 #: D-dimer at or above 0.5 ug/mL FEU (500 ng/mL) counts as positive.
 DDIMER_POSITIVE = 0.5
 _DDIMER = re.compile(r"d[-_ ]?dimer", re.IGNORECASE)
-TEST_GROUPS = (("gender", "Female"), ("gender", "Male"), ("race", "White"),
-               ("race", "Others"), ("age_group", ">80"), ("age_group", "<=80"))
+TEST_GROUPS = (
+    ("gender", "Female"),
+    ("gender", "Male"),
+    ("race", "White"),
+    ("race", "Others"),
+    ("age_group", ">80"),
+    ("age_group", "<=80"),
+)
 
 
 def _quartiles(values: pd.Series) -> tuple[float | None, float | None]:
@@ -50,10 +56,7 @@ def _vital_levels(cohort: Cohort) -> dict[str, pd.Series]:
 
     events = read_meds(raw)
     studies = read_raw_studies(raw)
-    return {
-        name: latest_values(events, studies, f"VITAL//{name}")
-        for name in ("bmi", "pulse")
-    }
+    return {name: latest_values(events, studies, f"VITAL//{name}") for name in ("bmi", "pulse")}
 
 
 def _ddimer_columns(cohort: Cohort) -> tuple[str, str] | None:

@@ -36,7 +36,6 @@ from radfusion.data.layout import (
     GENDER_COLUMNS,
     OUTPATIENT_PREFIX,
     RACE_COLUMNS,
-    SMOKING_COLUMNS,
 )
 from radfusion.ehr.vocabulary import CODE_PREFIXES, Vocabulary
 from radfusion.errors import RadfusionError
@@ -192,8 +191,15 @@ def _vitals(win, names, idx) -> pd.DataFrame:
     x, y = sub["days"], sub["numeric_value"]
     sums = (
         pd.DataFrame(
-            {"idx": sub["idx"], "name": sub["name"], "n": 1.0, "x": x, "y": y,
-             "xx": x * x, "xy": x * y}
+            {
+                "idx": sub["idx"],
+                "name": sub["name"],
+                "n": 1.0,
+                "x": x,
+                "y": y,
+                "xx": x * x,
+                "xy": x * y,
+            }
         )
         .groupby(["idx", "name"])
         .sum()
@@ -217,9 +223,7 @@ def _demographics(events: pd.DataFrame, studies: pd.DataFrame, idx: pd.Index) ->
     age_days = (per_study["ct_time"] - birth) / pd.Timedelta(days=1)
     out["current_age_yrs"] = np.floor(age_days / 365.25)
 
-    coded = _split_codes(
-        events[events["code"].str.contains("//", regex=False, na=False)]
-    )
+    coded = _split_codes(events[events["code"].str.contains("//", regex=False, na=False)])
     families = {
         CODE_PREFIXES["gender"]: ({g: g for g in GENDER_COLUMNS}, None),
         CODE_PREFIXES["race"]: ({r: r for r in RACE_COLUMNS}, "Unknown_race"),
@@ -229,7 +233,9 @@ def _demographics(events: pd.DataFrame, studies: pd.DataFrame, idx: pd.Index) ->
     joined = coded.merge(per_study.reset_index()[["idx", "subject_id", "ct_time"]], on="subject_id")
     # Static codes (no time) count as the oldest; timed codes must precede the CT.
     usable = joined["time"].isna() | (joined["time"] < joined["ct_time"])
-    joined = joined[usable].assign(order=joined["time"].fillna(pd.Timestamp.min))
+    joined = joined[usable].assign(
+        order=joined["time"].fillna(pd.Timestamp("1700-01-01").as_unit("us"))
+    )
     latest = joined.sort_values(["idx", "prefix", "order"], kind="stable")
     latest = latest.groupby(["idx", "prefix"])["name"].last().reset_index()
     for prefix, (mapping, fallback) in families.items():
@@ -332,7 +338,6 @@ def latest_values(
     events: pd.DataFrame, studies: pd.DataFrame, code: str, *, window_days: int = 365
 ) -> pd.Series:
     """The latest value of one code in each study's window (NaN where none), indexed by idx."""
-    prefix, _, name = code.partition("//")
     subset = events[events["code"] == code]
     win = window_events(subset, studies, window_days=window_days)
     win = win.sort_values(["idx", "days", "numeric_value"], kind="stable")

@@ -137,14 +137,13 @@ def _resolve_duplicates(path: Path, frame: pd.DataFrame, findings: Findings) -> 
 
 def _numeric(path: Path, features: pd.DataFrame, findings: Findings) -> pd.DataFrame | None:
     bad_columns = []
-    for column in features.columns[features.dtypes == object]:
+    for column in [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]:
         converted = pd.to_numeric(features[column], errors="coerce")
         bad = converted.isna() & features[column].notna()
         if bad.any():
             first = bad.to_numpy().nonzero()[0][0]
-            bad_columns.append(
-                f"{column!r} (value {features[column].iloc[first]!r} at idx {features.index[first]})"
-            )
+            value, idx = features[column].iloc[first], features.index[first]
+            bad_columns.append(f"{column!r} (value {value!r} at idx {idx})")
         features[column] = converted
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad_columns or non_numeric:

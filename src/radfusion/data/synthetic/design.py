@@ -14,11 +14,21 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from radfusion.data.layout import PE_TYPES, RACE_COLUMNS, SPLITS
+from radfusion.data.layout import PE_TYPES, SPLITS
 
-__all__ = ["PAPER", "PAPER_TEST_GROUPS", "ddimer_positive_count", "design_cohort", "largest_remainder"]
+__all__ = [
+    "MIN_STUDIES",
+    "PAPER",
+    "PAPER_TEST_GROUPS",
+    "ddimer_positive_count",
+    "design_cohort",
+    "largest_remainder",
+]
 
 PAPER_N = 1837
+#: The smallest cohort whose val and test splits (about 10% each) still hold 3 positives of
+#: distinct subtypes and 3 negatives.
+MIN_STUDIES = 60
 
 
 @dataclass(frozen=True)
@@ -36,20 +46,27 @@ class SplitTargets:
 
 #: Table 1 of the paper, per split.
 PAPER = {
-    "train": SplitTargets(1454, 1414, 508, (202, 281, 25), 385, 136, (28.36, 10.03),
-                          (81.53, 15.64), (461, 389)),
-    "val": SplitTargets(193, 190, 108, (27, 52, 29), 388, 132, (27.11, 6.78),
-                        (83.05, 11.86), (58, 51)),
-    "test": SplitTargets(190, 190, 110, (28, 54, 28), 388, 139, (29.60, 9.22),
-                         (80.50, 13.06), (61, 56)),
+    "train": SplitTargets(
+        1454, 1414, 508, (202, 281, 25), 385, 136, (28.36, 10.03), (81.53, 15.64), (461, 389)
+    ),
+    "val": SplitTargets(
+        193, 190, 108, (27, 52, 29), 388, 132, (27.11, 6.78), (83.05, 11.86), (58, 51)
+    ),
+    "test": SplitTargets(
+        190, 190, 110, (28, 54, 28), 388, 139, (29.60, 9.22), (80.50, 13.06), (61, 56)
+    ),
 }
 
 #: Table 2: test-set group sizes (including, excluding subsegmental-only positives).
 PAPER_TEST_GROUPS = {"Female": (99, 87), "White": (119, 95), ">80": (57, 47)}
 
 RACE_MIX = {  # share among non-White patients
-    "Asian": 0.34, "Black": 0.14, "Native American": 0.03, "Other": 0.28,
-    "Pacific Islander": 0.05, "Unknown_race": 0.16,
+    "Asian": 0.34,
+    "Black": 0.14,
+    "Native American": 0.03,
+    "Other": 0.28,
+    "Pacific Islander": 0.05,
+    "Unknown_race": 0.16,
 }
 WHITE_RATE = 119 / 190
 FEMALE_RATE = 99 / 190
@@ -67,7 +84,7 @@ def largest_remainder(total: int, weights) -> np.ndarray:
 
 
 def _scaled(value: int, n: int, ref: int) -> int:
-    return int(round(value * n / ref))
+    return round(value * n / ref)
 
 
 def _exact_quantiles(n: int, median: float, iqr: float, rng) -> np.ndarray:
@@ -95,13 +112,16 @@ def design_cohort(
     ``slice_range`` replaces Table 1's slice distribution by an even spread over [lo, hi].
     ``short_studies`` adds the release's two short studies (1 and 21 slices) to train.
     """
-    if n_studies < 30:
-        raise ValueError("a synthetic cohort needs at least 30 studies to fill every split")
+    if n_studies < MIN_STUDIES:
+        raise ValueError(
+            f"a synthetic cohort needs at least {MIN_STUDIES} studies, so that val and test "
+            "each hold every PE subtype and some negatives"
+        )
     sizes = largest_remainder(n_studies, [PAPER[s].studies for s in SPLITS])
     frames = []
     for split, size in zip(SPLITS, sizes, strict=True):
         t = PAPER[split]
-        n_pos = int(round(size * t.positives / t.studies))
+        n_pos = round(size * t.positives / t.studies)
         n_pos = min(max(n_pos, 3), size - 3)
         subtypes = largest_remainder(n_pos, t.subtypes)
         subtypes = np.maximum(subtypes, 1)  # every subtype present, for the subsets downstream
@@ -115,24 +135,24 @@ def design_cohort(
         frame["patient_slot"] = _patient_slots(size, n_patients, rng)
         lo_hi = slice_range
         if lo_hi is None:
-            frame["slices"] = np.round(
-                _exact_quantiles(size, t.median_slices, t.iqr_slices, rng)
-            ).astype(int).clip(48, 900)
+            frame["slices"] = (
+                np.round(_exact_quantiles(size, t.median_slices, t.iqr_slices, rng))
+                .astype(int)
+                .clip(48, 900)
+            )
         else:
             lo, hi = lo_hi
-            frame["slices"] = np.round(
-                rng.permutation(np.linspace(lo, hi, size))
-            ).astype(int)
+            frame["slices"] = np.round(rng.permutation(np.linspace(lo, hi, size))).astype(int)
         frame["ddimer_taken"] = _assign_exact(rng, size, _scaled(t.ddimer[0], size, t.studies))
         frames.append(frame)
     studies = pd.concat(frames, ignore_index=True)
     studies = _add_patients_and_demographics(studies, rng)
-    if short_studies:
+    # Study ids as in the release: unique ints, not in split order.
+    studies.insert(0, "idx", rng.permutation(np.arange(n_studies)) + 1)
+    if short_studies:  # drawn last, so the rest of the cohort is the same with or without
         train = np.flatnonzero(studies["split"].eq("train").to_numpy())
         chosen = rng.choice(train, size=2, replace=False)
         studies.loc[chosen, "slices"] = [1, 21]
-    # Study ids as in the release: unique ints, not in split order.
-    studies.insert(0, "idx", rng.permutation(np.arange(n_studies)) + 1)
     return studies.sort_values("idx", kind="stable").reset_index(drop=True)
 
 
@@ -200,7 +220,7 @@ def _exact_test_groups(studies: pd.DataFrame, rng) -> pd.DataFrame:
     for group, (incl, excl) in PAPER_TEST_GROUPS.items():
         for mask, count, ref in ((subseg, incl - excl, 28), (rest, excl, 162)):
             members = np.flatnonzero(mask)
-            k = int(round(count * len(members) / ref)) if n_test != 190 else count
+            k = round(count * len(members) / ref) if n_test != 190 else count
             flags = _assign_exact(rng, len(members), k)
             rows = studies.index[members]
             if group == "Female":
@@ -221,7 +241,7 @@ def _birth_times(studies: pd.DataFrame, rng) -> pd.Series:
     birth = first["ct_time"] - pd.to_timedelta((first["age"] + frac) * 365.25, unit="D")
     birth = studies["patient_id"].map(birth.astype("datetime64[us]"))
     # Recompute ages from the birth time (the second study's age follows from it).
-    studies["age"] = np.floor(
-        (studies["ct_time"] - birth) / pd.Timedelta(days=1) / 365.25
-    ).astype(int)
+    studies["age"] = np.floor((studies["ct_time"] - birth) / pd.Timedelta(days=1) / 365.25).astype(
+        int
+    )
     return birth

@@ -147,7 +147,9 @@ class _Events:
         frame = pd.DataFrame(
             {
                 "subject_id": cols["subject_id"],
-                "time": pd.to_datetime(np.where(time == np.iinfo(np.int64).min, 0, time), unit="us"),
+                "time": pd.to_datetime(
+                    np.where(time == np.iinfo(np.int64).min, 0, time), unit="us"
+                ),
                 "code": cols["code"].astype(str),
                 "numeric_value": cols["numeric_value"].astype(np.float32),
                 "encounter_id": cols["encounter_id"],
@@ -222,12 +224,16 @@ def generate_events(
     _leaks(ev, rng, label, z, subject, ct, ct_encounter, vocab)
 
     raw_studies = pd.DataFrame(
-        {"idx": studies["idx"].to_numpy(), "subject_id": subject,
-         "ct_time": studies["ct_time"].to_numpy("datetime64[us]"), "encounter_id": ct_encounter}
+        {
+            "idx": studies["idx"].to_numpy(),
+            "subject_id": subject,
+            "ct_time": studies["ct_time"].to_numpy("datetime64[us]"),
+            "encounter_id": ct_encounter,
+        }
     )
-    prior = np.array(
-        [studies.loc[studies["split"] == x, "label"].mean() for x in SPLITS]
-    )[pd.Categorical(split, categories=list(SPLITS)).codes]
+    prior = np.array([studies.loc[studies["split"] == x, "label"].mean() for x in SPLITS])[
+        pd.Categorical(split, categories=list(SPLITS)).codes
+    ]
     p_ehr = expit(logit(prior) + separation * z - separation**2 / 2)
     oracle = pd.DataFrame({"idx": studies["idx"].to_numpy(), "p_ehr": p_ehr})
     return SyntheticEHR(events=ev.frame(), studies=raw_studies, oracle=oracle)
@@ -317,8 +323,13 @@ def _vitals(ev, rng, studies, z, subject, ct, ct_encounter, visits, vocab):
         has = count >= 0 if name in ("bmi", "pulse") else count > 0
         rows = np.flatnonzero(has)
         t = ct[rows] - (rng.uniform(0.05, 1.5, len(rows)) * US_PER_DAY).astype(np.int64)
-        ev.add(subject[rows], t, vocab.code("vital", name), last[name][rows].round(1),
-               ct_encounter[rows])
+        ev.add(
+            subject[rows],
+            t,
+            vocab.code("vital", name),
+            last[name][rows].round(1),
+            ct_encounter[rows],
+        )
         # Earlier measurements: before the acute change.
         rows = np.repeat(np.arange(n), np.where(has, count, 0))
         value = last[name][rows] - acute * z[rows] + noise * rng.normal(0, 1, len(rows))

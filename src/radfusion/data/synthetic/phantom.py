@@ -216,7 +216,9 @@ def _noise_bank(shape, sd, rng, smooth=False, k=6):
     coarse = rng.standard_normal((k, (h + 16) // step + 2, (w + 16) // step + 2), dtype=np.float32)
     fine = coarse.repeat(step, 1).repeat(step, 2)[:, : h + 16, : w + 16]
     for axis in (1, 2):
-        fine = (fine + np.roll(fine, step // 2 + 1, axis) + np.roll(fine, -(step // 2 + 1), axis)) / 3
+        fine = (
+            fine + np.roll(fine, step // 2 + 1, axis) + np.roll(fine, -(step // 2 + 1), axis)
+        ) / 3
     fine = fine / (fine.std() + 1e-6) * sd
     # Sparse bright dots: vascular markings seen end-on.
     dots = rng.random(fine.shape) < 0.004
@@ -266,8 +268,16 @@ def _background_slice(grid, p: PhantomParams, z, img, tex):
     # Lungs, the right one (image left) with the higher dome; the liver beneath it.
     for side, bottom in ((1, 0.90), (-1, 0.86)):
         prof = _profile(t, 0.06, bottom)
-        _ellipse(grid, img, side * 0.5 * ac, 0.06 * bc, 0.42 * ac * prof, 0.80 * bc * prof,
-                 value=p.lung_hu, add=tex)
+        _ellipse(
+            grid,
+            img,
+            side * 0.5 * ac,
+            0.06 * bc,
+            0.42 * ac * prof,
+            0.80 * bc * prof,
+            value=p.lung_hu,
+            add=tex,
+        )
     if t > 0.72:
         grow = min(1.0, (t - 0.72) / 0.2)
         _ellipse(grid, img, -0.35 * ac, 0.0, 0.7 * ac * grow, 0.75 * bc * grow, value=65)
@@ -275,8 +285,9 @@ def _background_slice(grid, p: PhantomParams, z, img, tex):
     prof = _profile(t, 0.56, 0.84)
     hx, hy = 0.40 * ac * prof, 0.42 * bc * prof
     _ellipse(grid, img, 0.18 * ac, -0.28 * bc, hx, hy, value=50)
-    _ellipse(grid, img, 0.18 * ac, -0.28 * bc, hx - 6, hy - 6,
-             value=int(0.5 * (p.pa_hu + p.aorta_hu)))
+    _ellipse(
+        grid, img, 0.18 * ac, -0.28 * bc, hx - 6, hy - 6, value=int(0.5 * (p.pa_hu + p.aorta_hu))
+    )
     # Spine: vertebral body (cortex, cancellous bone or disc), canal and posterior arch.
     disc = (z % 30.0) < 6.0
     cy = bc * 0.80
@@ -288,20 +299,30 @@ def _background_slice(grid, p: PhantomParams, z, img, tex):
 
 def _aorta(a, b, r_cavity=0.72) -> list[Tube]:
     L = SCAN_LENGTH_MM
-    asc0, asc1 = np.array([-0.05 * a, -0.22 * b, 0.62 * L]), np.array([-0.05 * a, -0.15 * b, 0.28 * L])
+    asc0, asc1 = (
+        np.array([-0.05 * a, -0.22 * b, 0.62 * L]),
+        np.array([-0.05 * a, -0.15 * b, 0.28 * L]),
+    )
     arch = np.array([0.12 * a, 0.2 * b, 0.24 * L])
     desc1 = np.array([0.15 * a, 0.55 * b * r_cavity, 1.0 * L])
     desc0 = np.array([0.15 * a, 0.55 * b * r_cavity, 0.28 * L])
-    return [Tube(asc0, asc1, 14, "aorta"), Tube(asc1, arch, 12, "aorta"),
-            Tube(arch, desc0, 11, "aorta"), Tube(desc0, desc1, 11, "aorta")]
+    return [
+        Tube(asc0, asc1, 14, "aorta"),
+        Tube(asc1, arch, 12, "aorta"),
+        Tube(arch, desc0, 11, "aorta"),
+        Tube(desc0, desc1, 11, "aorta"),
+    ]
 
 
 def _capsule(grid, vol, start, end, radius, value, soft=0.0):
     """Set voxels within ``radius`` of the segment start-end; returns the slices touched."""
     lo = np.minimum(start, end) - radius
     hi = np.maximum(start, end) + radius
-    zs, ys, xs = grid.span(grid.z, lo[2], hi[2]), grid.span(grid.y, lo[1], hi[1]), grid.span(
-        grid.x, lo[0], hi[0])
+    zs, ys, xs = (
+        grid.span(grid.z, lo[2], hi[2]),
+        grid.span(grid.y, lo[1], hi[1]),
+        grid.span(grid.x, lo[0], hi[0]),
+    )
     if zs.start >= zs.stop or ys.start >= ys.stop or xs.start >= xs.stop:
         return np.zeros(0, dtype=int)
     d = end - start
@@ -347,8 +368,9 @@ def render_phantom(
     for tube in params.tubes:
         _capsule(grid, vol, tube.start, tube.end, tube.radius, int(params.pa_hu))
     for artefact in params.mixing:
-        _capsule(grid, vol, artefact.start, artefact.end, artefact.radius, int(artefact.hu),
-                 soft=1.0)
+        _capsule(
+            grid, vol, artefact.start, artefact.end, artefact.radius, int(artefact.hu), soft=1.0
+        )
     hits = [np.zeros(0, dtype=int)]
     for clot in params.emboli:
         hits.append(_capsule(grid, vol, clot.start, clot.end, clot.radius, int(clot.hu)))

@@ -168,9 +168,7 @@ def _write_annotations(root, studies, hits, quirks, rng):
     positives of val and test (the others were never annotated)."""
     pos = studies[studies["label"] == 1]
     keep = pos["split"].eq("train") | pos["pe_type"].eq("central")
-    rows = [
-        (idx, int(s)) for idx in pos.loc[keep, "idx"] for s in hits.get(int(idx), ())
-    ]
+    rows = [(idx, int(s)) for idx in pos.loc[keep, "idx"] for s in hits.get(int(idx), ())]
     annotations = pd.DataFrame(rows, columns=["idx", "slice"])
     if quirks and len(annotations):
         slices = studies.set_index("idx")["slices"]
@@ -196,8 +194,10 @@ def _write_raw(raw, ehr, studies):
     split_names = {"train": meds.train_split, "val": meds.tuning_split, "test": meds.held_out_split}
     write_parquet(
         pd.DataFrame(
-            {"subject_id": splits["patient_id"].astype(np.int64),
-             "split": splits["split"].map(split_names)}
+            {
+                "subject_id": splits["patient_id"].astype(np.int64),
+                "split": splits["split"].map(split_names),
+            }
         ),
         raw / "metadata" / "subject_splits.parquet",
     )
