@@ -23,11 +23,21 @@ What is drawn, per study with its own random body size, fat, contrast timing and
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Embolus", "PhantomParams", "Tube", "render_phantom", "sample_phantom"]
+__all__ = [
+    "Embolus",
+    "PhantomParams",
+    "PhantomRenderer",
+    "Tube",
+    "render_phantom",
+    "sample_phantom",
+    "write_phantom",
+]
 
 FOV_MM = 360.0
 SCAN_LENGTH_MM = 400.0
@@ -182,7 +192,12 @@ class _Grid:
         self.z = ((np.arange(s) + 0.5) * self.dz).astype(np.float32)
 
     def span(self, coords, lo, hi):
-        return slice(int(np.searchsorted(coords, lo)), int(np.searchsorted(coords, hi, "right")))
+        """The slice of ``coords`` (one of x, y, z: uniform, ascending) within [lo, hi]."""
+        n, first = len(coords), float(coords[0])
+        step = float(coords[1] - coords[0]) if n > 1 else 1.0
+        start = min(max(math.ceil((lo - first) / step), 0), n)
+        stop = min(max(math.floor((hi - first) / step) + 1, start), n)
+        return slice(start, stop)
 
 
 def _ellipse(grid, img, cx, cy, ax, ay, value, add=None):
@@ -196,9 +211,9 @@ def _ellipse(grid, img, cx, cy, ax, ay, value, add=None):
     mask = (v[:, None] + u[None, :]) <= 1.0
     box = img[rows, cols]
     if add is None:
-        box[mask] = value
+        np.copyto(box, np.int16(value), where=mask)
     else:
-        box[mask] = add[rows, cols][mask] + np.int16(value)
+        np.copyto(box, add[rows, cols] + np.int16(value), where=mask)
 
 
 def _profile(t, top, bottom):
@@ -228,14 +243,13 @@ def _noise_bank(shape, sd, rng, smooth=False, k=6):
 
 def _layer_bounds(grid, a, b, radii):
     """Per row, the column interval [lo, hi) inside each centred ellipse (a*r, b*r)."""
-    v = (grid.y / b) ** 2
-    bounds = []
-    for r in radii:
-        half = a * np.sqrt(np.maximum(r * r - v, 0.0))
-        lo = np.searchsorted(grid.x, -half, "left")
-        hi = np.searchsorted(grid.x, half, "right")
-        bounds.append((lo, np.maximum(hi, lo)))
-    return bounds
+    r2 = np.asarray(radii, dtype=np.float32)[:, None] ** 2
+    half = a * np.sqrt(np.maximum(r2 - (grid.y / b) ** 2, 0.0))
+    # The x grid is uniform, so the interval ends follow by arithmetic, not by search.
+    first, step, n = float(grid.x[0]), grid.dx, len(grid.x)
+    lo = np.clip(np.ceil((-half - first) / step), 0, n).astype(np.int64)
+    hi = np.clip(np.floor((half - first) / step) + 1, 0, n).astype(np.int64)
+    return list(zip(lo, np.maximum(hi, lo), strict=True))
 
 
 def _background_slice(grid, p: PhantomParams, z, img, tex):
@@ -314,15 +328,14 @@ def _aorta(a, b, r_cavity=0.72) -> list[Tube]:
     ]
 
 
-def _capsule(grid, vol, start, end, radius, value, soft=0.0):
-    """Set voxels within ``radius`` of the segment start-end; returns the slices touched."""
+def _capsule(grid, block, z0, start, end, radius, value, soft=False):
+    """Set voxels within ``radius`` of the segment start-end, in a block of slices starting at
+    slice ``z0``; return the (absolute) indices of the slices touched."""
     lo = np.minimum(start, end) - radius
     hi = np.maximum(start, end) + radius
-    zs, ys, xs = (
-        grid.span(grid.z, lo[2], hi[2]),
-        grid.span(grid.y, lo[1], hi[1]),
-        grid.span(grid.x, lo[0], hi[0]),
-    )
+    zs = grid.span(grid.z, lo[2], hi[2])
+    zs = slice(max(zs.start, z0), min(zs.stop, z0 + len(block)))
+    ys, xs = grid.span(grid.y, lo[1], hi[1]), grid.span(grid.x, lo[0], hi[0])
     if zs.start >= zs.stop or ys.start >= ys.stop or xs.start >= xs.stop:
         return np.zeros(0, dtype=int)
     d = end - start
@@ -333,50 +346,130 @@ def _capsule(grid, vol, start, end, radius, value, soft=0.0):
     s = np.clip((px * d[0] + py * d[1] + pz * d[2]) / dd, 0.0, 1.0)
     dist2 = (px - s * d[0]) ** 2 + (py - s * d[1]) ** 2 + (pz - s * d[2]) ** 2
     inside = dist2 <= radius * radius
-    box = vol[zs, ys, xs]
+    box = block[zs.start - z0 : zs.stop - z0, ys, xs]
     if soft:  # an ill-defined edge: blend towards ``value`` with distance
         w = np.clip(1 - np.sqrt(dist2) / radius, 0, 1) ** 0.5
-        box[inside] = (box[inside] * (1 - w[inside]) + value * w[inside]).astype(vol.dtype)
+        box[inside] = (box[inside] * (1 - w[inside]) + value * w[inside]).astype(block.dtype)
     else:
         box[inside] = value
     hit = inside.any(axis=(1, 2))
     return np.arange(zs.start, zs.stop)[hit]
 
 
+@dataclass(frozen=True)
+class _ZRange:
+    """A tube (vessel, artefact or clot) with the slices its capsule can reach."""
+
+    start: np.ndarray
+    end: np.ndarray
+    radius: float
+    start_z: int
+    stop_z: int
+
+    @classmethod
+    def of(cls, tube, grid):
+        lo = min(tube.start[2], tube.end[2]) - tube.radius
+        hi = max(tube.start[2], tube.end[2]) + tube.radius
+        zs = grid.span(grid.z, lo, hi)
+        return cls(tube.start, tube.end, tube.radius, zs.start, zs.stop)
+
+
+class PhantomRenderer:
+    """Renders a study block by block (``chunk`` slices at a time), so that a full-size volume
+    streams to disk through a small, cache-friendly buffer.
+
+    All randomness is drawn on construction: the same generator state gives the same volume
+    whatever the chunk size. ``embolus_slices`` is complete once every block was rendered.
+    """
+
+    def __init__(self, shape, params: PhantomParams, rng: np.random.Generator, chunk: int = 16):
+        self.shape, self.params, self.chunk = tuple(shape), params, chunk
+        self.grid = _Grid(self.shape)
+        s, h, w = self.shape
+        self.textures = _noise_bank((h, w), 35.0, rng, smooth=True, k=4)
+        self.texture_shift = rng.integers(0, 16, size=s)
+        self.noise = _noise_bank((h, w), params.noise_sd, rng)
+        self.noise_shift = rng.integers(0, 16, size=(s, 2))
+        # Painting order: aorta, arteries, mixing artefacts, then the emboli inside them.
+        self.tubes = [
+            *(
+                ("vessel", _ZRange.of(t, self.grid), int(params.aorta_hu))
+                for t in _aorta(params.body_a, params.body_b)
+            ),
+            *(("vessel", _ZRange.of(t, self.grid), int(params.pa_hu)) for t in params.tubes),
+            *(("mixing", _ZRange.of(m, self.grid), int(m.hu)) for m in params.mixing),
+            *(("embolus", _ZRange.of(e, self.grid), int(e.hu)) for e in params.emboli),
+        ]
+        self.embolus_slices: set[int] = set()
+
+    def blocks(self):
+        """Yield ``(first_slice, block)``; a block's buffer is reused two blocks later."""
+        s, h, w = self.shape
+        p, grid = self.params, self.grid
+        # Two buffers, alternating: a consumer may still be writing the previous block out.
+        buffers = [np.empty((min(self.chunk, s), h, w), dtype=np.int16) for _ in range(2)]
+        for z0 in range(0, s, self.chunk):
+            block = buffers[(z0 // self.chunk) % 2][: min(self.chunk, s - z0)]
+            for i in range(len(block)):
+                k = z0 + i
+                # Parenchyma texture drifts slowly through the slices.
+                t = k // 6
+                tex = self.textures[t % len(self.textures)]
+                tex = tex[self.texture_shift[t % s] :][:h, 8 : 8 + w]
+                _background_slice(grid, p, float(grid.z[k]), block[i], tex)
+            z1 = z0 + len(block)
+            for kind, shape, value in self.tubes:
+                if shape.stop_z <= z0 or shape.start_z >= z1:
+                    continue  # the tube does not reach this block
+                hits = _capsule(
+                    grid,
+                    block,
+                    z0,
+                    shape.start,
+                    shape.end,
+                    shape.radius,
+                    value,
+                    soft=kind == "mixing",
+                )
+                if kind == "embolus":
+                    self.embolus_slices.update(int(k) for k in hits)
+            for i in range(len(block)):
+                oy, ox = self.noise_shift[z0 + i]
+                block[i] += self.noise[(z0 + i) % len(self.noise), oy : oy + h, ox : ox + w]
+            yield z0, block
+
+
 def render_phantom(
-    shape: tuple[int, int, int],
-    params: PhantomParams,
-    rng: np.random.Generator,
-    out: np.ndarray | None = None,
+    shape: tuple[int, int, int], params: PhantomParams, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a study into an int16 HU array of ``shape`` (slices, rows, cols).
 
     Returns the volume and the sorted indices of the slices that contain embolus voxels.
-    ``out`` (e.g. a memory-mapped ``.npy``) is filled in place when given.
     """
-    vol = np.empty(shape, dtype=np.int16) if out is None else out
-    grid = _Grid(shape)
-    s, h, w = shape
-    textures = _noise_bank((h, w), 35.0, rng, smooth=True, k=4)
-    shifts = rng.integers(0, 16, size=(s, 2))
-    for k in range(s):
-        # Texture drifts slowly through the slices, as parenchyma does.
-        tex = textures[(k // 6) % len(textures), shifts[k // 6 * 6 % s, 0] :, :][:h, 8 : 8 + w]
-        _background_slice(grid, params, float(grid.z[k]), vol[k], tex)
-    for tube in _aorta(params.body_a, params.body_b):
-        _capsule(grid, vol, tube.start, tube.end, tube.radius, int(params.aorta_hu))
-    for tube in params.tubes:
-        _capsule(grid, vol, tube.start, tube.end, tube.radius, int(params.pa_hu))
-    for artefact in params.mixing:
-        _capsule(
-            grid, vol, artefact.start, artefact.end, artefact.radius, int(artefact.hu), soft=1.0
-        )
-    hits = [np.zeros(0, dtype=int)]
-    for clot in params.emboli:
-        hits.append(_capsule(grid, vol, clot.start, clot.end, clot.radius, int(clot.hu)))
-    noise = _noise_bank((h, w), params.noise_sd, rng)
-    offsets = rng.integers(0, 16, size=(s, 2))
-    for k in range(s):
-        oy, ox = offsets[k]
-        vol[k] += noise[k % len(noise), oy : oy + h, ox : ox + w]
-    return vol, np.unique(np.concatenate(hits))
+    renderer = PhantomRenderer(shape, params, rng)
+    vol = np.empty(shape, dtype=np.int16)
+    for z0, block in renderer.blocks():
+        vol[z0 : z0 + len(block)] = block
+    return vol, np.array(sorted(renderer.embolus_slices), dtype=int)
+
+
+def write_phantom(
+    path, shape, params: PhantomParams, rng: np.random.Generator, *, offset: int = 0
+) -> np.ndarray:
+    """Stream a study to an open binary file as a ``.npy`` (stored value = HU + ``offset``);
+    return the indices of the slices that contain embolus voxels."""
+    renderer = PhantomRenderer(shape, params, rng)
+    header = {"descr": np.dtype(np.int16).str, "fortran_order": False, "shape": tuple(shape)}
+    with open(path, "wb") as fh, ThreadPoolExecutor(max_workers=1) as writer:
+        np.lib.format.write_array_header_1_0(fh, header)
+        pending = None
+        for _, block in renderer.blocks():
+            if offset:
+                block += np.int16(offset)
+            if pending is not None:
+                pending.result()  # the other buffer is free again once its write is done
+            # Writing releases the GIL: the next block renders while this one goes to disk.
+            pending = writer.submit(fh.write, block.data)
+        if pending is not None:
+            pending.result()
+    return np.array(sorted(renderer.embolus_slices), dtype=int)

@@ -24,7 +24,7 @@ from radfusion.data.layout import (
 )
 from radfusion.data.synthetic.design import design_cohort
 from radfusion.data.synthetic.events import generate_events
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
+from radfusion.data.synthetic.phantom import sample_phantom, write_phantom
 from radfusion.ehr.features import RAW_STUDIES_FILE, build_features
 from radfusion.ehr.vocabulary import default_vocabulary
 from radfusion.io import atomic_path, write_csv, write_json, write_parquet
@@ -48,12 +48,7 @@ def _write_volume(task) -> tuple[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     params = sample_phantom(pe_type, rng)
     with atomic_path(path) as tmp:
-        vol = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=shape)
-        _, hits = render_phantom(shape, params, rng, out=vol)
-        if offset:
-            vol += np.int16(offset)
-        vol.flush()
-        del vol
+        hits = write_phantom(tmp, shape, params, rng, offset=offset)
     return idx, hits
 
 
