@@ -318,7 +318,7 @@ def build_features(
         encounter_column=encounter_column,
     )
     icd_names = vocabulary.icd_groups + vocabulary.rare_icd_groups
-    return {
+    tables = {
         "Demographics": _demographics(events, studies, idx),
         "INP_MED": _medications(win, CODE_PREFIXES["inpatient"], vocabulary.drug_classes, idx),
         "OUT_MED": _medications(
@@ -332,6 +332,9 @@ def build_features(
         "LABS": _labs(win, vocabulary.lab_tests, idx),
         "Vitals": _vitals(win, vocabulary.vitals, idx),
     }
+    for table in tables.values():
+        table.columns.name = None
+    return tables
 
 
 def latest_values(

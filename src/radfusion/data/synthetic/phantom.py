@@ -42,7 +42,14 @@ __all__ = [
 FOV_MM = 360.0
 SCAN_LENGTH_MM = 400.0
 AIR, FAT, MUSCLE, MEDIASTINUM = -1000, -95, 45, 20
-LEVEL_RADIUS = {"trunk": 14.0, "main": 10.0, "lobar": 6.0, "segmental": 3.5, "subsegmental": 2.0}
+LEVEL_RADIUS = {
+    "trunk": 14.0,
+    "main": 10.0,
+    "lobar": 6.0,
+    "segmental": 3.5,
+    "subsegmental": 2.0,
+    "peripheral": 1.3,
+}
 SUBTYPE_LEVELS = {
     "central": ("trunk", "main", "lobar"),
     "segmental": ("segmental",),
@@ -124,10 +131,14 @@ def _arterial_tree(a: float, b: float, rng) -> list[Tube]:
                 seg_end = end + seg_dir * rng.uniform(32, 48)
                 tubes.append(Tube(end, seg_end, LEVEL_RADIUS["segmental"], "segmental"))
                 for _ in range(2):
-                    sub_end = seg_end + _rotate_towards(seg_dir, rng, 50) * rng.uniform(18, 28)
+                    sub_dir = _rotate_towards(seg_dir, rng, 50)
+                    sub_end = seg_end + sub_dir * rng.uniform(18, 28)
                     tubes.append(
                         Tube(seg_end, sub_end, LEVEL_RADIUS["subsegmental"], "subsegmental")
                     )
+                    for _ in range(2):  # peripheral branches: lung vascularity, never emboli
+                        tip = sub_end + _rotate_towards(sub_dir, rng, 45) * rng.uniform(12, 20)
+                        tubes.append(Tube(sub_end, tip, LEVEL_RADIUS["peripheral"], "peripheral"))
     return tubes
 
 
@@ -272,7 +283,8 @@ def _background_slice(grid, p: PhantomParams, z, img, tex):
     )
     # Ribs: oblique bands of bone, so a row's chest wall is bone where its angle's phase hits.
     phase = (z + 40 * np.abs(np.arctan2(grid.y / b, 1.0)) / np.pi) % 26.0
-    rib = (phase < 9) & (0.05 < t < 0.85) & (np.abs(grid.y) < 0.9 * b)
+    # Only the lateral chest wall: where rows cross it steeply, a row's band is short.
+    rib = (phase < 9) & (0.05 < t < 0.85) & (np.abs(grid.y) < 0.6 * b)
     band = np.where(rib, 650, MUSCLE).astype(np.int16)
     values = np.empty((h, 9), dtype=np.int16)
     values[:] = (AIR, FAT, MUSCLE, 0, MEDIASTINUM, 0, MUSCLE, FAT, AIR)
