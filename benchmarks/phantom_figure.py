@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom  # noqa: E402
+from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
 
 WINDOW = (-100, 900)  # the paper's CTPA window: centre 400, width 1000
 

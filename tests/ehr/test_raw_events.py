@@ -6,7 +6,6 @@ from __future__ import annotations
 import meds
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from radfusion.data.layout import EHR_TABLES
 from radfusion.ehr.features import build_features, read_meds, read_raw_studies
@@ -35,8 +34,9 @@ def test_features_from_raw_events_equal_the_release_tables(small_cohort):
         written = pd.read_csv(small_cohort / f"{name}.csv").set_index("idx").sort_index()
         derived = tables[name].sort_index()
         assert list(derived.columns) == list(written.columns), name
-        pd.testing.assert_frame_equal(derived, written, check_dtype=False, check_exact=False,
-                                      rtol=1e-12)
+        pd.testing.assert_frame_equal(
+            derived, written, check_dtype=False, check_exact=False, rtol=1e-12
+        )
 
 
 def test_leaked_codes_exist_in_raw_events_but_not_in_features(small_cohort):
