@@ -208,6 +208,37 @@ def validate(
         raise typer.Exit(2)
 
 
+@app.command("train-ehr")
+def train_ehr_command(
+    data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write into.")],
+    model: Annotated[str, typer.Option(help="elasticnet (the paper's) or hgb.")] = "elasticnet",
+    features: Annotated[
+        str, typer.Option(help="release: the six tables; meds: rebuild them from raw/ events.")
+    ] = "release",
+    meds: Annotated[
+        Path | None, typer.Option(help="MEDS folder for --features meds (default DATA_DIR/raw).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed; same seed and data, same predictions.")] = 0,
+    cv: Annotated[
+        int | None, typer.Option(help="Choose hyper-parameters by k-fold CV on train.")
+    ] = None,
+) -> None:
+    """Train the EHR-only model; write predictions/ehr.csv and the model's files."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.ehr.train import train_ehr
+
+    cohort = Cohort.load(data_dir)
+    with console.status(f"tuning {model} on {features} features"):
+        run = train_ehr(
+            cohort, out, model=model, features=features, meds_dir=meds, seed=seed, cv=cv
+        )
+    for note in run.notes:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    console.print(f"{model}: chose {run.params}; validation AUROC {run.val_auroc:.3f}")
+    console.print(f"wrote {out / 'predictions' / 'ehr.csv'} and {out / 'ehr'}/")
+
+
 def main() -> None:
     """Entry point: user errors print one or two lines and exit 2; bugs keep tracebacks."""
     try:

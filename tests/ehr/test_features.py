@@ -172,3 +172,24 @@ def test_vocabulary_inferred_from_codes():
         "nan:Value",
     }
     assert "Outpatient_Statin:Frequeny" in tables["OUT_MED"].columns
+
+
+@pytest.mark.parametrize(
+    ("offset", "encounter", "kept"),
+    [
+        (-pd.Timedelta(hours=23, minutes=59), 1, False),  # just inside 24 h
+        (-pd.Timedelta(hours=24), 1, False),  # exactly 24 h counts as within
+        (-pd.Timedelta(hours=24, minutes=1), 1, True),  # just outside 24 h
+        (-pd.Timedelta(days=300), 900, False),  # the CT's own encounter, long before
+        (-pd.Timedelta(days=300), 901, True),  # another encounter
+        (pd.Timedelta(0), 1, False),  # at the CT time: never used
+        (-pd.Timedelta(days=365), 1, True),  # the window's first instant
+        (-pd.Timedelta(days=365, seconds=1), 1, False),  # before the window
+    ],
+)
+def test_leakage_and_window_boundaries(offset, encounter, kept):
+    events = pd.DataFrame([ev(1, CT1 + offset, "ICD//DVT", encounter=encounter)])
+    studies = STUDIES.iloc[[0]]
+    vocab = Vocabulary(drug_classes=(), icd_groups=("DVT",), lab_tests=(), vitals=())
+    icd = build_features(events, studies, vocabulary=vocab, min_icd_prevalence=0.0)["ICD"]
+    assert icd.loc[10, "DVT:presence"] == int(kept)

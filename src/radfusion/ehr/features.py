@@ -99,9 +99,11 @@ def read_raw_studies(root: str | Path) -> pd.DataFrame:
 
 
 def _split_codes(events: pd.DataFrame) -> pd.DataFrame:
-    parts = events["code"].astype(str).str.split("//", n=1, expand=True)
-    out = events.assign(prefix=parts[0], name=parts[1] if parts.shape[1] > 1 else None)
-    return out
+    """Add ``prefix`` and ``name`` columns: ``LAB//D-dimer`` -> ``LAB``, ``D-dimer``."""
+    if events.empty:
+        return events.assign(prefix=pd.Series(dtype=str), name=pd.Series(dtype=str))
+    parts = events["code"].astype(str).str.partition("//")
+    return events.assign(prefix=parts[0].to_numpy(), name=parts[2].to_numpy())
 
 
 def window_events(
@@ -219,7 +221,8 @@ def _demographics(events: pd.DataFrame, studies: pd.DataFrame, idx: pd.Index) ->
 
     births = events.loc[events["code"] == BIRTH_CODE, ["subject_id", "time"]]
     births = births.dropna().groupby("subject_id")["time"].min()
-    birth = per_study["subject_id"].map(births)
+    # reindex, not map: Series.map fails on an empty datetime mapping (pandas 3.1)
+    birth = pd.Series(births.reindex(per_study["subject_id"]).to_numpy(), index=idx)
     age_days = (per_study["ct_time"] - birth) / pd.Timedelta(days=1)
     out["current_age_yrs"] = np.floor(age_days / 365.25)
 

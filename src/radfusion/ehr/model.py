@@ -1,0 +1,317 @@
+"""The EHR-only models: scikit-learn pipelines chosen by name, tuned on the validation split.
+
+``elasticnet`` is the paper's model: training-split medians fill missing values (with a
+missing-indicator column for every feature that had missing values in training), training
+means and deviations standardise, then ``LogisticRegression`` with an elastic-net penalty
+(``saga``). ``hgb`` is a stronger tabular model beside it: scikit-learn's histogram gradient
+boosting, which handles missing values natively.
+
+Every pipeline is fitted on the training split only, so no statistic of validation or test
+data leaks into it. Hyper-parameters are chosen by validation AUROC (or by k-fold
+cross-validation on train) over a grid; fits that stop before converging are reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from radfusion.errors import RadfusionError
+
+__all__ = [
+    "EHR_MODELS",
+    "TuningResult",
+    "check_features",
+    "create_ehr_model",
+    "linear_importance",
+    "load_model",
+    "save_model",
+    "tune",
+]
+
+
+def _elasticnet(
+    *,
+    C: float = 1.0,
+    l1_ratio: float = 0.5,
+    class_weight: str | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> Pipeline:
+    return Pipeline(
+        [
+            (
+                "impute",
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ),
+            ("scale", StandardScaler()),
+            # l1_ratio in (0, 1) with saga is the elastic net (scikit-learn >= 1.8 spelling).
+            (
+                "model",
+                LogisticRegression(
+                    C=C,
+                    l1_ratio=l1_ratio,
+                    solver="saga",
+                    class_weight=class_weight,
+                    max_iter=max_iter,
+                    tol=tol,
+                    random_state=seed,
+                ),
+            ),
+        ]
+    )
+
+
+def _hgb(
+    *,
+    learning_rate: float = 0.1,
+    max_leaf_nodes: int = 15,
+    l2_regularization: float = 1.0,
+    max_iter: int = 200,
+    class_weight: str | None = None,
+    seed: int = 0,
+) -> Pipeline:
+    return Pipeline(
+        [
+            (
+                "model",
+                HistGradientBoostingClassifier(
+                    learning_rate=learning_rate,
+                    max_leaf_nodes=max_leaf_nodes,
+                    l2_regularization=l2_regularization,
+                    max_iter=max_iter,
+                    class_weight=class_weight,
+                    early_stopping=False,
+                    random_state=seed,
+                ),
+            ),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: Callable[..., Pipeline]
+    grid: dict[str, list]
+    description: str
+
+
+EHR_MODELS: dict[str, ModelSpec] = {
+    "elasticnet": ModelSpec(
+        _elasticnet,
+        # The grid of the earlier CT+EHR fusion study (Huang et al. 2020).
+        {
+            "C": [1e-3, 1e-1, 1, 10, 1000],
+            "l1_ratio": [0.01, 0.1, 0.3, 0.5, 0.9, 0.99],
+            "class_weight": ["balanced", None],
+        },
+        "the paper's: standardised features, elastic-net logistic regression",
+    ),
+    "hgb": ModelSpec(
+        _hgb,
+        {
+            "learning_rate": [0.03, 0.1],
+            "max_leaf_nodes": [7, 15],
+            "l2_regularization": [0.0, 1.0],
+            "class_weight": ["balanced", None],
+        },
+        "histogram gradient boosting (missing values handled natively)",
+    ),
+}
+
+
+def create_ehr_model(name: str, *, seed: int = 0, **params: Any) -> Pipeline:
+    """A fresh, unfitted pipeline for model ``name`` with the given hyper-parameters."""
+    if name not in EHR_MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(EHR_MODELS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RadfusionError(f"unknown EHR model {name!r}{hint}; known: {sorted(EHR_MODELS)}")
+    return EHR_MODELS[name].factory(seed=seed, **params)
+
+
+def check_features(x: pd.DataFrame, expected: list[str] | None = None, *, what: str = "features"):
+    """Refuse what would give a silent NaN or a wrong column: infinities, non-numeric columns,
+    duplicated names, and (given ``expected``) a different column set. Returns ``x`` with its
+    columns in the expected order."""
+    if x.columns.duplicated().any():
+        raise RadfusionError(
+            f"{what}: duplicated feature name(s) {list(x.columns[x.columns.duplicated()])[:5]}"
+        )
+    bad = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
+    if bad:
+        raise RadfusionError(f"{what}: non-numeric feature column(s) {bad[:5]}")
+    values = x.to_numpy(dtype=float)
+    if np.isinf(values).any():
+        rows, cols = np.nonzero(np.isinf(values))
+        raise RadfusionError(
+            f"{what}: infinite value in column {x.columns[cols[0]]!r} (idx {x.index[rows[0]]}); "
+            "write missing values as empty cells"
+        )
+    if expected is not None:
+        missing = [c for c in expected if c not in x.columns]
+        extra = [c for c in x.columns if c not in set(expected)]
+        if missing or extra:
+            raise RadfusionError(
+                f"{what}: the columns differ from the model's: {len(missing)} missing "
+                f"({missing[:3]}), {len(extra)} unexpected ({extra[:3]}); build the features "
+                "the way the model was trained (same --features source and vocabulary)"
+            )
+        x = x[expected]
+    return x
+
+
+def _fit_one(template: Pipeline, params: dict, x: pd.DataFrame, y: np.ndarray):
+    model = clone(template).set_params(**{f"model__{k}": v for k, v in params.items()})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model, converged
+
+
+def _score(template, params, x_tr, y_tr, x_val, y_val, cv, seed):
+    if cv:
+        folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+        scores, converged = [], True
+        for fit_idx, val_idx in folds.split(x_tr, y_tr):
+            model, ok = _fit_one(template, params, x_tr.iloc[fit_idx], y_tr[fit_idx])
+            scores.append(
+                roc_auc_score(y_tr[val_idx], model.predict_proba(x_tr.iloc[val_idx])[:, 1])
+            )
+            converged &= ok
+        return float(np.mean(scores)), converged, None
+    model, converged = _fit_one(template, params, x_tr, y_tr)
+    return roc_auc_score(y_val, model.predict_proba(x_val)[:, 1]), converged, model
+
+
+@dataclass
+class TuningResult:
+    name: str
+    params: dict[str, Any]
+    model: Pipeline
+    score: float  # validation AUROC (or mean CV AUROC) of the chosen parameters
+    scores: pd.DataFrame  # one row per grid point: its parameters, score, converged
+    notes: list[str] = field(default_factory=list)
+
+
+def tune(
+    name: str,
+    x_train: pd.DataFrame,
+    y_train,
+    x_val: pd.DataFrame,
+    y_val,
+    *,
+    grid: dict[str, list] | None = None,
+    cv: int | None = None,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> TuningResult:
+    """Choose hyper-parameters by validation AUROC (or ``cv``-fold CV AUROC on train), then
+    return the pipeline fitted on the training split with them. Ties go to the earlier grid
+    point, so the result is deterministic."""
+    template = create_ehr_model(name, seed=seed)
+    grid = EHR_MODELS[name].grid if grid is None else grid
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+    if len(np.unique(y_train)) < 2 or (not cv and len(np.unique(y_val)) < 2):
+        raise RadfusionError("EHR model: train and val each need positive and negative studies")
+    jobs = n_jobs or min(os.cpu_count() or 1, len(points))
+    results = Parallel(n_jobs=jobs)(
+        delayed(_score)(template, p, x_train, y_train, x_val, y_val, cv, seed) for p in points
+    )
+    scores = pd.DataFrame(points)
+    scores["score"] = [r[0] for r in results]
+    scores["converged"] = [r[1] for r in results]
+    best = int(np.argmax(scores["score"].to_numpy()))
+    params = points[best]
+    model = results[best][2]
+    notes = []
+    if model is None:  # chosen by CV: refit on the whole training split
+        model, converged = _fit_one(template, params, x_train, y_train)
+        scores.loc[best, "converged"] = converged
+    not_converged = int((~scores["converged"]).sum())
+    if not_converged:
+        notes.append(
+            f"{not_converged} of {len(points)} fits stopped at the iteration limit before "
+            f"converging (e.g. {points[int(np.flatnonzero(~scores['converged'])[0])]})"
+        )
+        if not scores.loc[best, "converged"]:
+            message = f"the chosen EHR model {params} did not converge; raise max_iter or tol"
+            notes.append(message)
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    return TuningResult(name, params, model, float(scores.loc[best, "score"]), scores, notes)
+
+
+def linear_importance(model: Pipeline, tables: dict[str, str] | None = None) -> pd.DataFrame:
+    """Standardised coefficients of a linear pipeline, by readable feature name, largest first.
+
+    Missing-indicator columns are named ``<feature>:missing``."""
+    estimator = model.named_steps["model"]
+    if not hasattr(estimator, "coef_"):
+        raise RadfusionError("feature importances by coefficient need a linear model")
+    names = [
+        n.removeprefix("missingindicator_") + ":missing" if n.startswith("missingindicator_") else n
+        for n in model[:-1].get_feature_names_out()
+    ]
+    coef = estimator.coef_.ravel()
+    frame = pd.DataFrame({"feature": names, "coefficient": coef, "abs_coefficient": np.abs(coef)})
+    if tables is not None:
+        base = frame["feature"].str.removesuffix(":missing")
+        frame.insert(1, "table", base.map(tables))
+    return frame.sort_values("abs_coefficient", ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+
+
+# --- safe persistence (skops: no pickle) ---------------------------------------------------
+
+#: Types a saved EHR model may contain; anything else in a file is refused.
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+
+
+def save_model(model: Pipeline, path: str | os.PathLike) -> None:
+    import skops.io as sio
+
+    from radfusion.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        sio.dump(model, tmp)
+
+
+def load_model(path: str | os.PathLike) -> Pipeline:
+    """Load a model saved by :func:`save_model`, refusing any type outside scikit-learn and
+    NumPy (a skops file cannot run code on load unless a type is trusted)."""
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.exists():
+        raise RadfusionError(f"{path}: model file not found; train it with radfusion train-ehr")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise RadfusionError(f"{path}: not a readable skops model file ({exc})") from exc
+    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+    if refused:
+        raise RadfusionError(f"{path}: refusing to load untrusted type(s) {refused[:5]}")
+    return sio.load(path, trusted=untrusted)
