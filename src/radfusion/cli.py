@@ -239,6 +239,100 @@ def train_ehr_command(
     console.print(f"wrote {out / 'predictions' / 'ehr.csv'} and {out / 'ehr'}/")
 
 
+def _split_list(values: list[str]) -> list[str]:
+    return [part for value in values for part in value.split(",") if part]
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        Path, typer.Option(help="The cohort (only Labels.csv and Demographics.csv are read).")
+    ],
+    predictions: Annotated[
+        list[str],
+        typer.Option(
+            help="Prediction CSVs (idx,prob) or folders of them; repeat or comma-separate."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for metrics.csv, thresholds.csv, fairness.csv, comparisons.csv."),
+    ],
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Evaluate even when some test studies have no prediction.")
+    ] = False,
+) -> None:
+    """Evaluate models as the paper does: Youden threshold on val, six metrics on test and
+    the non-subsegmental subset, per subgroup, EOD; with bootstrap CIs and DeLong tests."""
+    from radfusion.evaluation.evaluate import evaluate_files
+
+    if bootstrap < 100:
+        _fail(f"--bootstrap {bootstrap}: use at least 100 resamples for a 95% interval")
+    result = evaluate_files(
+        data,
+        _split_list(predictions),
+        out,
+        n_boot=bootstrap,
+        seed=seed,
+        allow_missing=allow_missing,
+    )
+    for note in result.notes:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    m = result.metrics
+    rows = m[(m["attribute"] == "overall") & (m["metric"] == "auroc")]
+    table = Table(title="AUROC (95% CI), test set")
+    table.add_column("model")
+    for subset in ("all", "non_subsegmental"):
+        table.add_column(subset, justify="right")
+    for model in dict.fromkeys(rows["model"]):
+        cells = []
+        for subset in ("all", "non_subsegmental"):
+            r = rows[(rows["model"] == model) & (rows["subset"] == subset)].iloc[0]
+            cells.append(f"{r['value']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f})")
+        table.add_row(model, *cells)
+    console.print(table)
+    console.print(f"wrote {out}/metrics.csv, thresholds.csv, fairness.csv, comparisons.csv")
+
+
+@app.command()
+def fuse(
+    pred_dir: Annotated[Path, typer.Argument(help="Folder holding <model>.csv predictions.")],
+    models: Annotated[str, typer.Option(help="Comma-separated model names, e.g. image,ehr.")],
+    strategy: Annotated[
+        str, typer.Option(help="mean (the paper's), weighted, stacked, max.")
+    ] = "mean",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The cohort; needed by weighted and stacked (they learn on val)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed (stacked's cross-fitting folds).")] = 0,
+) -> None:
+    """Late fusion of models' predictions into PRED_DIR/fusion_<strategy>.csv."""
+    import pandas as pd
+
+    from radfusion.data.cohort import load_outcomes
+    from radfusion.fusion import NEEDS_LABELS, fuse_files
+
+    names = _split_list([models])
+    if data is not None:
+        studies = load_outcomes(data)
+    elif strategy in NEEDS_LABELS:
+        _fail(f"--strategy {strategy} learns on validation labels: pass --data DATA_DIR")
+    else:  # mean and max need no labels; the split comes from the first model's file
+        first = (
+            pd.read_csv(pred_dir / f"{names[0]}.csv")
+            if (pred_dir / f"{names[0]}.csv").exists()
+            else None
+        )
+        if first is None or "split" not in first.columns:
+            _fail(f"{pred_dir / (names[0] + '.csv')}: needs a split column, or pass --data")
+        studies = first.set_index("idx")[["split"]].assign(label=-1)
+    out = fuse_files(pred_dir, names, strategy, studies, seed=seed)
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     """Entry point: user errors print one or two lines and exit 2; bugs keep tracebacks."""
     try:

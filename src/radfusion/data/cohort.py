@@ -28,10 +28,10 @@ from radfusion.data.findings import Findings, preview, read_csv_checked
 from radfusion.data.labels import read_labels
 from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, WINDOW_SLICES
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
-from radfusion.ehr.tables import read_release_tables
+from radfusion.ehr.tables import read_release_table, read_release_tables
 from radfusion.errors import CohortError, RadfusionError
 
-__all__ = ["Cohort", "ValidationReport", "validate_cohort"]
+__all__ = ["Cohort", "ValidationReport", "load_outcomes", "validate_cohort"]
 
 AGE_CUTOFF = 80
 
@@ -268,3 +268,26 @@ def _check_intercepts(cohort: Cohort, findings: Findings) -> None:
             f"{len(unclear)} volume(s) without a clear air peak (idx {preview(unclear)}); "
             "pass --hu-intercept 0 or -1024"
         )
+
+
+def load_outcomes(path: str | os.PathLike) -> pd.DataFrame:
+    """What evaluation needs and nothing more: ``Labels.csv`` and ``Demographics.csv``.
+
+    Returns the studies indexed by idx with ``label``, ``pe_type``, ``split``, ``age``,
+    ``gender``, ``race``, ``age_group`` and ``non_subsegmental``; raises ``CohortError``.
+    """
+    root = Path(path)
+    findings = Findings()
+    if not root.is_dir():
+        raise CohortError([f"{root}: not a folder; point to the RadFusion release folder"])
+    labels = read_labels(root, findings)
+    demographics = None
+    if labels is not None:
+        demographics = read_release_table(
+            root / "Demographics.csv", "Demographics", findings, labels.index
+        )
+    if findings.errors or labels is None or demographics is None:
+        raise CohortError(findings.errors)
+    studies = labels.join(_subgroups(demographics))
+    studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
+    return studies

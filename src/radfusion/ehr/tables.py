@@ -28,7 +28,7 @@ from radfusion.data.layout import (
     VITALS_SENTINEL,
 )
 
-__all__ = ["read_release_tables"]
+__all__ = ["read_release_table", "read_release_tables"]
 
 EXTRA_COLUMNS = ("split",)
 REQUIRED = {"Demographics": ("current_age_yrs", *GENDER_COLUMNS, "White")}
@@ -40,13 +40,14 @@ def read_release_tables(
     """Read every EHR table present; each result is indexed by idx in ``labels_idx`` order."""
     tables = {}
     for name in EHR_TABLES:
-        table = _read_table(root / f"{name}.csv", name, findings, labels_idx)
+        table = read_release_table(root / f"{name}.csv", name, findings, labels_idx)
         if table is not None:
             tables[name] = table
     return tables
 
 
-def _read_table(path: Path, name: str, findings: Findings, labels_idx: pd.Index):
+def read_release_table(path: Path, name: str, findings: Findings, labels_idx: pd.Index):
+    """Read, clean and check one release table; None (with an error recorded) if unusable."""
     fix = (
         f"the release has six EHR tables ({', '.join(f'{t}.csv' for t in EHR_TABLES)}); "
         "copy it from the release"

@@ -1,0 +1,338 @@
+"""Evaluate any set of models exactly as the paper does, with confidence intervals.
+
+Per model: the operating point is Youden's J on the **validation** split, applied unchanged
+to the test set and every subgroup. On two test subsets (``all``, ``non_subsegmental``) and
+seven groups (overall, Female/Male, White/Others, >80/<=80): the six metrics plus Brier score
+and ECE, with stratified-bootstrap 95% intervals; per attribute the paper's EOD
+(|TPR(a) - TPR(b)|) and beyond it the signed TPR difference, the equalized-odds difference
+and the AUROC gap; DeLong's test between every pair of models.
+
+Point values of grouped metrics come from fairlearn's ``MetricFrame`` and its named
+fairness metrics; the intervals come from one vectorised bootstrap (``bootstrap.py``) shared
+by all models on a subset, so models are compared on the same resamples.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import (
+    MetricFrame,
+    equal_opportunity_difference,
+    equalized_odds_difference,
+)
+
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.bootstrap import Resamples, stratified_counts
+from radfusion.evaluation.delong import delong_test
+from radfusion.evaluation.metrics import (
+    METRICS,
+    THRESHOLD_METRICS,
+    auroc,
+    brier,
+    ece,
+    why_undefined,
+    youden_threshold,
+)
+
+__all__ = ["ATTRIBUTES", "SUBSETS", "Evaluation", "evaluate"]
+
+SUBSETS = ("all", "non_subsegmental")
+#: attribute -> (studies column, groups in the paper's order)
+ATTRIBUTES = {
+    "overall": (None, ("all",)),
+    "gender": ("gender", ("Female", "Male")),
+    "race": ("race", ("White", "Others")),
+    "age": ("age_group", (">80", "<=80")),
+}
+SCORE_METRICS = {"auroc": auroc, "brier": brier, "ece": ece}
+REPORTED = (*METRICS, "brier", "ece")
+FAIRNESS = ("eod", "tpr_diff_signed", "equalized_odds_diff", "auroc_gap")
+
+
+@dataclass
+class Evaluation:
+    metrics: pd.DataFrame
+    thresholds: pd.DataFrame
+    fairness: pd.DataFrame
+    comparisons: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    defined = replicates[np.isfinite(replicates)]
+    if len(defined) < 0.5 * len(replicates) or not len(defined):
+        return np.nan, np.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _ece_replicates(res: Resamples, members: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    w = res.counts[:, members]
+    y, s = res.y[members].astype(float), res.score[members]
+    bins = np.minimum((s * n_bins).astype(int), n_bins - 1)
+    total = np.zeros(len(w))
+    for b in np.unique(bins):
+        inside = bins == b
+        total += np.abs(w[:, inside] @ (y[inside] - s[inside]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / w.sum(axis=1)
+
+
+def _group_frames(y, score, pred, groups):
+    """fairlearn MetricFrames: threshold metrics on decisions, score metrics on scores."""
+    by_decision = MetricFrame(
+        metrics=THRESHOLD_METRICS, y_true=y, y_pred=pred, sensitive_features=groups
+    )
+    by_score = MetricFrame(metrics=SCORE_METRICS, y_true=y, y_pred=score, sensitive_features=groups)
+    return by_decision, by_score
+
+
+def evaluate(
+    studies: pd.DataFrame,
+    predictions: dict[str, pd.Series],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Evaluation:
+    """Evaluate ``predictions`` (model name -> probabilities indexed by idx) on ``studies``
+    (indexed by idx: ``label``, ``split``, ``non_subsegmental``, ``gender``, ``race``,
+    ``age_group``)."""
+    if not predictions:
+        raise RadfusionError("nothing to evaluate: no models")
+    rng = np.random.default_rng(seed)
+    test = studies[studies["split"] == "test"]
+    subsets = {"all": test, "non_subsegmental": test[test["non_subsegmental"]]}
+    # One resample matrix per subset, shared by every model (a paired bootstrap).
+    counts = {
+        name: stratified_counts(part["label"].to_numpy(), n_boot, rng)
+        for name, part in subsets.items()
+    }
+
+    metric_rows, threshold_rows, fairness_rows, notes = [], [], [], []
+    for model, prob in predictions.items():
+        val = studies[studies["split"] == "val"].index.intersection(prob.index)
+        y_val = studies.loc[val, "label"].to_numpy()
+        if len(np.unique(y_val)) < 2:
+            raise RadfusionError(
+                f"{model}: the validation split needs positive and negative studies with "
+                "predictions to choose the operating point"
+            )
+        threshold, val_sens, val_spec = youden_threshold(y_val, prob.loc[val].to_numpy())
+        threshold_rows.append((model, threshold, val_sens, val_spec))
+        for subset, part in subsets.items():
+            covered = part.index.isin(prob.index)
+            y = part["label"].to_numpy()
+            score = prob.reindex(part.index).to_numpy()
+            res = Resamples(counts[subset], y, np.nan_to_num(score), threshold)
+            for attribute, (column, groups) in ATTRIBUTES.items():
+                labels = (pd.Series("all", index=part.index) if column is None else part[column])[
+                    covered
+                ]
+                yc, sc = y[covered], score[covered]
+                pc = sc >= threshold
+                by_decision, by_score = _group_frames(yc, sc, pc, labels.to_numpy())
+                replicates = {}
+                for group in groups:
+                    members = covered & (labels.reindex(part.index).to_numpy() == group)
+                    in_frame = group in by_decision.by_group.index
+                    reps = res.metrics(members)
+                    reps["ece"] = _ece_replicates(res, members)
+                    replicates[group] = reps
+                    for metric in REPORTED:
+                        frame = by_score if metric in SCORE_METRICS else by_decision
+                        value = float(frame.by_group.loc[group, metric]) if in_frame else np.nan
+                        low, high = _interval(reps[metric], level)
+                        note = ""
+                        if not np.isfinite(value):
+                            gm = labels.to_numpy() == group
+                            note = (
+                                why_undefined(metric, yc[gm], pc[gm]) if in_frame else "no studies"
+                            )
+                            low = high = np.nan
+                        metric_rows.append(
+                            (
+                                model,
+                                subset,
+                                attribute,
+                                group,
+                                metric,
+                                value,
+                                low,
+                                high,
+                                int(members.sum()),
+                                note,
+                            )
+                        )
+                if attribute != "overall":
+                    fairness_rows.extend(
+                        _fairness(
+                            model,
+                            subset,
+                            attribute,
+                            groups,
+                            yc,
+                            pc,
+                            sc,
+                            labels,
+                            by_decision,
+                            by_score,
+                            replicates,
+                            level,
+                        )
+                    )
+    comparisons = _comparisons(subsets, predictions)
+    return Evaluation(
+        metrics=pd.DataFrame(
+            metric_rows,
+            columns=[
+                "model",
+                "subset",
+                "attribute",
+                "group",
+                "metric",
+                "value",
+                "ci_low",
+                "ci_high",
+                "n",
+                "note",
+            ],
+        ),
+        thresholds=pd.DataFrame(
+            threshold_rows, columns=["model", "threshold", "val_sensitivity", "val_specificity"]
+        ),
+        fairness=pd.DataFrame(
+            fairness_rows,
+            columns=[
+                "model",
+                "subset",
+                "attribute",
+                "metric",
+                "value",
+                "ci_low",
+                "ci_high",
+                "note",
+            ],
+        ),
+        comparisons=comparisons,
+        notes=notes,
+    )
+
+
+def _fairness(
+    model,
+    subset,
+    attribute,
+    groups,
+    y,
+    pred,
+    score,
+    labels,
+    by_decision,
+    by_score,
+    replicates,
+    level,
+):
+    a, b = groups
+    sf = labels.to_numpy()
+    tpr = by_decision.by_group["sensitivity"]
+    have = a in tpr.index and b in tpr.index
+    tpr_a = float(tpr.get(a, np.nan)) if have else np.nan
+    tpr_b = float(tpr.get(b, np.nan)) if have else np.nan
+    defined = have and np.isfinite(tpr_a) and np.isfinite(tpr_b)
+    values = {
+        # fairlearn's named metrics: max - min over the (two) groups.
+        "eod": equal_opportunity_difference(y, pred, sensitive_features=sf) if defined else np.nan,
+        "tpr_diff_signed": tpr_a - tpr_b,
+        "equalized_odds_diff": equalized_odds_difference(y, pred, sensitive_features=sf)
+        if defined and len(np.unique(y[sf == a])) == 2 and len(np.unique(y[sf == b])) == 2
+        else np.nan,
+        "auroc_gap": abs(
+            float(by_score.by_group["auroc"].get(a, np.nan))
+            - float(by_score.by_group["auroc"].get(b, np.nan))
+        )
+        if have
+        else np.nan,
+    }
+    ra, rb = replicates[a], replicates[b]
+    reps = {
+        "eod": np.abs(ra["sensitivity"] - rb["sensitivity"]),
+        "tpr_diff_signed": ra["sensitivity"] - rb["sensitivity"],
+        "equalized_odds_diff": np.fmax(
+            np.abs(ra["sensitivity"] - rb["sensitivity"]), np.abs(ra["fpr"] - rb["fpr"])
+        ),
+        "auroc_gap": np.abs(ra["auroc"] - rb["auroc"]),
+    }
+    rows = []
+    for metric in FAIRNESS:
+        value = float(values[metric])
+        low, high = _interval(reps[metric], level)
+        note = (
+            ""
+            if np.isfinite(value)
+            else f"undefined: a group of {attribute} lacks "
+            + ("positives" if metric in ("eod", "tpr_diff_signed") else "positives or negatives")
+        )
+        if not np.isfinite(value):
+            low = high = np.nan
+        rows.append((model, subset, attribute, metric, value, low, high, note))
+    return rows
+
+
+def _comparisons(subsets, predictions) -> pd.DataFrame:
+    rows = []
+    for subset, part in subsets.items():
+        for a, b in itertools.combinations(predictions, 2):
+            common = part.index.intersection(predictions[a].index).intersection(
+                predictions[b].index
+            )
+            y = part.loc[common, "label"].to_numpy()
+            if len(np.unique(y)) < 2:
+                rows.append((subset, a, b, np.nan, np.nan, np.nan, np.nan))
+                continue
+            auc_a, auc_b, p = delong_test(
+                y, predictions[a].loc[common].to_numpy(), predictions[b].loc[common].to_numpy()
+            )
+            rows.append((subset, a, b, auc_a, auc_b, auc_a - auc_b, p))
+    return pd.DataFrame(
+        rows, columns=["subset", "model_a", "model_b", "auroc_a", "auroc_b", "diff", "p_value"]
+    )
+
+
+def evaluate_files(
+    data_dir,
+    sources,
+    out_dir,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    allow_missing: bool = False,
+) -> Evaluation:
+    """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
+    and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv`` and ``comparisons.csv``."""
+    from pathlib import Path
+
+    from radfusion.data.cohort import load_outcomes
+    from radfusion.evaluation.predictions import collect_prediction_files, read_predictions
+    from radfusion.io import write_csv
+
+    studies = load_outcomes(data_dir)
+    predictions, notes = {}, []
+    for path in collect_prediction_files(sources):
+        predictions[path.stem], file_notes = read_predictions(
+            path, studies, allow_missing=allow_missing
+        )
+        notes.extend(file_notes)
+    result = evaluate(studies, predictions, n_boot=n_boot, seed=seed)
+    result.notes = notes + result.notes
+    out = Path(out_dir)
+    write_csv(result.metrics, out / "metrics.csv", float_format="%.6g")
+    write_csv(result.thresholds, out / "thresholds.csv", float_format="%.6g")
+    write_csv(result.fairness, out / "fairness.csv", float_format="%.6g")
+    write_csv(result.comparisons, out / "comparisons.csv", float_format="%.6g")
+    return result

@@ -1,0 +1,103 @@
+"""The predictions contract: one CSV per model with ``idx`` and ``prob`` (optional ``split``);
+the file's stem is the model's name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radfusion.data.findings import preview
+from radfusion.errors import RadfusionError
+
+__all__ = ["collect_prediction_files", "read_predictions"]
+
+
+def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand folders (every ``*.csv`` inside) and files into a sorted, de-duplicated list."""
+    files: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.csv")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise RadfusionError(f"{path}: no such predictions file or folder")
+    if not files:
+        raise RadfusionError("no prediction files found (expected CSVs with columns idx, prob)")
+    names = [f.stem for f in files]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise RadfusionError(f"two prediction files share the model name(s) {dup}; rename one")
+    return files
+
+
+def read_predictions(
+    path: str | os.PathLike, studies: pd.DataFrame, *, allow_missing: bool = False
+) -> tuple[pd.Series, list[str]]:
+    """Read one model's predictions, checked against the cohort's ``studies`` (indexed by idx).
+
+    Returns the probabilities indexed by idx and warnings (val or test studies without a
+    prediction). Raises on a missing column, a duplicated idx, a probability outside [0, 1]
+    or NaN, an idx unknown to the cohort, and an incomplete test set (unless
+    ``allow_missing``).
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RadfusionError(
+            f"{path}: not a readable CSV ({exc}); expected columns idx,prob"
+        ) from exc
+    missing = [c for c in ("idx", "prob") if c not in frame.columns]
+    if missing:
+        raise RadfusionError(
+            f"{path}: missing column(s) {missing}; a predictions file has columns idx,prob "
+            "(and optionally split)"
+        )
+    rows = frame.index + 2
+    idx = pd.to_numeric(frame["idx"], errors="coerce")
+    if idx.isna().any() or (idx != np.round(idx)).any():
+        bad = idx.isna() | (idx != np.round(idx))
+        raise RadfusionError(f"{path}: idx must be whole numbers (lines {preview(rows[bad])})")
+    idx = idx.astype(np.int64)
+    dup = idx.duplicated(keep=False)
+    if dup.any():
+        raise RadfusionError(
+            f"{path}: idx {preview(sorted(idx[dup].unique()))} appear more than once "
+            f"(lines {preview(rows[dup])}); one prediction per study"
+        )
+    prob = pd.to_numeric(frame["prob"], errors="coerce")
+    bad = prob.isna() | (prob < 0) | (prob > 1)
+    if bad.any():
+        raise RadfusionError(
+            f"{path}: prob must be a number in [0, 1]; lines {preview(rows[bad])} have "
+            f"{preview(frame.loc[bad, 'prob'].tolist())}"
+        )
+    unknown = ~idx.isin(studies.index)
+    if unknown.any():
+        raise RadfusionError(
+            f"{path}: idx {preview(idx[unknown].tolist())} (lines {preview(rows[unknown])}) are "
+            "not in the cohort's Labels.csv; predictions must be for the cohort's studies"
+        )
+    series = pd.Series(prob.to_numpy(float), index=pd.Index(idx.to_numpy(), name="idx"))
+    notes = []
+    for split in ("val", "test"):
+        expected = studies.index[studies["split"] == split]
+        absent = expected.difference(series.index)
+        if len(absent):
+            notes.append(
+                f"{path}: {len(absent)} of {len(expected)} {split} studies have no prediction "
+                f"(idx {preview(absent)})"
+            )
+            if split == "test" and not allow_missing:
+                raise RadfusionError(
+                    f"{path}: {len(absent)} of {len(expected)} test studies have no prediction "
+                    f"(idx {preview(absent)}); predict them all, or pass --allow-missing to "
+                    "evaluate on the rest"
+                )
+    return series.sort_index(), notes

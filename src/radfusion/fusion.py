@@ -1,0 +1,136 @@
+"""Late fusion: combine models' probabilities into a new model's predictions.
+
+One registry of strategies. ``mean`` is the paper's (the average of the probabilities; the
+late design that won the earlier CT+EHR study). ``max`` takes the most suspicious model.
+``weighted`` averages with the weight that maximises validation AUROC. ``stacked`` fits a
+logistic regression on the models' logits on the validation split, with cross-fitting so that
+its own validation predictions are out-of-fold (and the operating point chosen on them later is
+not optimistic).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.predictions import read_predictions
+from radfusion.io import write_csv
+
+__all__ = ["STRATEGIES", "fuse", "fuse_files"]
+
+Strategy = Callable[[pd.DataFrame, pd.DataFrame, int], pd.Series]
+EPS = 1e-6
+
+
+def _mean(probs, studies, seed):
+    return probs.mean(axis=1)
+
+
+def _max(probs, studies, seed):
+    return probs.max(axis=1)
+
+
+def _validation(probs, studies):
+    val = studies.index[studies["split"] == "val"].intersection(probs.index)
+    y = studies.loc[val, "label"].to_numpy()
+    if len(np.unique(y)) < 2:
+        raise RadfusionError(
+            "this fusion strategy learns on the validation split, which needs "
+            "positive and negative studies"
+        )
+    return val, y
+
+
+def _weighted(probs, studies, seed, step=0.05):
+    val, y = _validation(probs, studies)
+    k = probs.shape[1]
+    ticks = np.round(np.arange(0, 1 + step / 2, step), 10)
+    grid = [w for w in itertools.product(ticks, repeat=k - 1) if sum(w) <= 1 + 1e-9]
+    weights = np.array([[*w, 1 - sum(w)] for w in grid])
+    scores = np.array([roc_auc_score(y, probs.loc[val].to_numpy() @ w) for w in weights])
+    # Ties: the weights closest to equal, so that a flat optimum stays the paper's mean.
+    spread = np.abs(weights - 1 / k).sum(axis=1)
+    best = np.lexsort((spread, -scores))[0]
+    return pd.Series(probs.to_numpy() @ weights[best], index=probs.index)
+
+
+def _stacked(probs, studies, seed, folds=5):
+    val, y = _validation(probs, studies)
+    x = logit(probs.clip(EPS, 1 - EPS))
+    model = LogisticRegression(C=1.0)
+    out = pd.Series(model.fit(x.loc[val], y).predict_proba(x)[:, 1], index=probs.index)
+    n_folds = min(folds, int(np.bincount(y).min()))
+    if n_folds >= 2:  # out-of-fold predictions for the validation studies themselves
+        for fit, held in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(val, y):
+            fold = LogisticRegression(C=1.0).fit(x.loc[val[fit]], y[fit])
+            out.loc[val[held]] = fold.predict_proba(x.loc[val[held]])[:, 1]
+    return out
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "mean": _mean,
+    "weighted": _weighted,
+    "stacked": _stacked,
+    "max": _max,
+}
+NEEDS_LABELS = {"weighted", "stacked"}
+
+
+def fuse(
+    probs: pd.DataFrame, strategy: str = "mean", studies: pd.DataFrame | None = None, seed: int = 0
+) -> pd.Series:
+    """Fuse the columns of ``probs`` (one per model, indexed by idx) into one probability."""
+    if strategy not in STRATEGIES:
+        raise RadfusionError(f"unknown fusion strategy {strategy!r}; known: {list(STRATEGIES)}")
+    if probs.shape[1] < 2:
+        raise RadfusionError("fusion needs at least two models")
+    if strategy in NEEDS_LABELS and studies is None:
+        raise RadfusionError(
+            f"fusion strategy {strategy!r} learns on validation labels; "
+            "pass the cohort (--data DATA_DIR)"
+        )
+    fused = STRATEGIES[strategy](probs, studies, seed)
+    return fused.clip(0.0, 1.0)
+
+
+def fuse_files(
+    pred_dir: str | Path, models: list[str], strategy: str, studies: pd.DataFrame, seed: int = 0
+) -> Path:
+    """Read ``PRED_DIR/<model>.csv`` for each model, fuse, write ``fusion_<strategy>.csv``."""
+    pred_dir = Path(pred_dir)
+    columns = {}
+    for model in models:
+        path = pred_dir / f"{model}.csv"
+        if not path.exists():
+            known = sorted(p.stem for p in pred_dir.glob("*.csv"))
+            raise RadfusionError(f"{path}: no predictions for model {model!r}; found {known}")
+        columns[model], _ = read_predictions(path, studies, allow_missing=True)
+    index = columns[models[0]].index
+    for model in models[1:]:
+        if not columns[model].index.equals(index):
+            diff = columns[model].index.symmetric_difference(index)
+            raise RadfusionError(
+                f"{pred_dir}: {models[0]}.csv and {model}.csv cover different studies "
+                f"({len(diff)} idx differ, e.g. {list(diff[:5])}); fusion needs the same studies"
+            )
+    probs = pd.DataFrame(columns)
+    fused = fuse(probs, strategy, studies, seed)
+    out = pred_dir / f"fusion_{strategy}.csv"
+    frame = pd.DataFrame(
+        {
+            "idx": fused.index,
+            "prob": fused.to_numpy(),
+            "split": studies.loc[fused.index, "split"].to_numpy(),
+        }
+    )
+    write_csv(frame, out, float_format="%.8f")
+    return out
