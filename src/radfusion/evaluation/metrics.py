@@ -111,7 +111,7 @@ def youden_threshold(y_true, y_score) -> tuple[float, float, float]:
     fpr, tpr, thresholds = roc_curve(y_true, y_score, drop_intermediate=False)
     j = tpr - fpr
     finite = np.isfinite(thresholds)
-    best = np.flatnonzero(finite & (j == j[finite].max()))
+    best = np.flatnonzero(finite & (j >= j[finite].max() - 1e-12))  # ties despite round-off
     k = best[np.argmax(thresholds[best])]
     return float(thresholds[k]), float(tpr[k]), float(1 - fpr[k])
 

@@ -1,0 +1,201 @@
+"""The whole evaluation on hand-made cohorts: operating point from validation only, subgroup
+metrics and EODs by hand, reproducible bootstrap, undefined values, and the predictions
+contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.bootstrap import Resamples, stratified_counts
+from radfusion.evaluation.evaluate import evaluate
+from radfusion.evaluation.metrics import youden_threshold
+from radfusion.evaluation.predictions import read_predictions
+
+
+def _cohort(n_val=40, n_test=60, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_val + n_test
+    studies = pd.DataFrame(
+        {
+            "label": np.r_[np.tile([0, 1], n_val // 2), np.tile([0, 1], n_test // 2)],
+            "split": ["val"] * n_val + ["test"] * n_test,
+            "gender": rng.choice(["Female", "Male"], n),
+            "race": rng.choice(["White", "Others"], n),
+            "age_group": rng.choice([">80", "<=80"], n),
+        },
+        index=pd.Index(np.arange(100, 100 + n), name="idx"),
+    )
+    studies["pe_type"] = np.where(
+        studies["label"] == 1, rng.choice(["central", "subsegmental"], n), ""
+    )
+    studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
+    prob = pd.Series(
+        np.clip(0.35 * studies["label"] + rng.uniform(0, 0.65, n), 0, 1), index=studies.index
+    )
+    return studies, prob
+
+
+def _row(frame, **where):
+    mask = np.ones(len(frame), bool)
+    for key, value in where.items():
+        mask &= frame[key].to_numpy() == value
+    (i,) = np.flatnonzero(mask)
+    return frame.iloc[i]
+
+
+def test_threshold_comes_from_validation_only():
+    studies, prob = _cohort()
+    result = evaluate(studies, {"m": prob}, n_boot=200)
+    val = studies["split"] == "val"
+    expected, _, _ = youden_threshold(studies.loc[val, "label"], prob[val])
+    assert result.thresholds.loc[0, "threshold"] == pytest.approx(expected)
+    # Changing test scores must not move the threshold.
+    moved = prob.copy()
+    moved[~val] = 1 - moved[~val]
+    again = evaluate(studies, {"m": moved}, n_boot=200)
+    assert again.thresholds.loc[0, "threshold"] == pytest.approx(expected)
+
+
+def test_subgroup_metrics_and_eod_by_hand():
+    studies, prob = _cohort()
+    result = evaluate(studies, {"m": prob}, n_boot=200)
+    threshold = result.thresholds.loc[0, "threshold"]
+    test = studies[studies["split"] == "test"]
+    p = prob[test.index] >= threshold
+    tpr = {}
+    for group in ("Female", "Male"):
+        g = test["gender"] == group
+        y, pred = test.loc[g, "label"] == 1, p[g]
+        tpr[group] = (y & pred).sum() / y.sum()
+        spec = (~y & ~pred).sum() / (~y).sum()
+        m = result.metrics
+        assert _row(m, subset="all", attribute="gender", group=group, metric="sensitivity")[
+            "value"
+        ] == pytest.approx(tpr[group])
+        assert _row(m, subset="all", attribute="gender", group=group, metric="specificity")[
+            "value"
+        ] == pytest.approx(spec)
+        assert _row(m, subset="all", attribute="gender", group=group, metric="auroc")[
+            "value"
+        ] == pytest.approx(roc_auc_score(test.loc[g, "label"], prob[test.index][g]))
+        assert (
+            _row(m, subset="all", attribute="gender", group=group, metric="auroc")["n"] == g.sum()
+        )
+    f = result.fairness
+    assert _row(f, subset="all", attribute="gender", metric="eod")["value"] == pytest.approx(
+        abs(tpr["Female"] - tpr["Male"])
+    )
+    assert _row(f, subset="all", attribute="gender", metric="tpr_diff_signed")[
+        "value"
+    ] == pytest.approx(tpr["Female"] - tpr["Male"])
+
+
+def test_non_subsegmental_subset_drops_only_subsegmental_positives():
+    studies, prob = _cohort()
+    result = evaluate(studies, {"m": prob}, n_boot=200)
+    test = studies[studies["split"] == "test"]
+    expected = int((test["pe_type"] != "subsegmental").sum())
+    assert (
+        _row(
+            result.metrics,
+            subset="non_subsegmental",
+            attribute="overall",
+            group="all",
+            metric="auroc",
+        )["n"]
+        == expected
+    )
+    assert _row(result.metrics, subset="all", attribute="overall", group="all", metric="auroc")[
+        "n"
+    ] == len(test)
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_estimate():
+    studies, prob = _cohort()
+    a = evaluate(studies, {"m": prob}, n_boot=300, seed=5)
+    b = evaluate(studies, {"m": prob}, n_boot=300, seed=5)
+    c = evaluate(studies, {"m": prob}, n_boot=300, seed=6)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    assert not a.metrics["ci_low"].equals(c.metrics["ci_low"])
+    finite = a.metrics.dropna(subset=["ci_low"])
+    assert (finite["ci_low"] <= finite["ci_high"]).all()
+
+
+def test_bootstrap_replicates_equal_metrics_on_explicit_resamples():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 50)
+    s = np.round(rng.uniform(0, 1, 50) + 0.3 * y, 2)
+    counts = stratified_counts(y, 20, rng)
+    assert (counts[:, y == 1].sum(axis=1) == (y == 1).sum()).all()  # stratified
+    res = Resamples(counts, y, s, threshold=0.6)
+    reps = res.metrics(np.ones(50, bool))
+    for b in range(20):
+        drawn = np.repeat(np.arange(50), counts[b])
+        yb, sb = y[drawn], s[drawn]
+        assert reps["auroc"][b] == pytest.approx(roc_auc_score(yb, sb))
+        pred = sb >= 0.6
+        assert reps["sensitivity"][b] == pytest.approx((pred & (yb == 1)).sum() / (yb == 1).sum())
+        assert reps["ppv"][b] == pytest.approx((pred & (yb == 1)).sum() / pred.sum())
+
+
+def test_group_without_positives_is_empty_with_a_reason():
+    studies, prob = _cohort()
+    test = studies["split"] == "test"
+    studies.loc[test & (studies["label"] == 1), "age_group"] = "<=80"
+    result = evaluate(studies, {"m": prob}, n_boot=200)
+    row = _row(result.metrics, subset="all", attribute="age", group=">80", metric="sensitivity")
+    assert np.isnan(row["value"]) and row["note"] == "no positives" and np.isnan(row["ci_low"])
+    eod = _row(result.fairness, subset="all", attribute="age", metric="eod")
+    assert np.isnan(eod["value"]) and "lacks positives" in eod["note"]
+
+
+def test_comparisons_between_every_pair():
+    studies, prob = _cohort()
+    other = (prob * 0.5 + 0.25).clip(0, 1)
+    result = evaluate(studies, {"a": prob, "b": other, "c": 1 - prob}, n_boot=100)
+    assert len(result.comparisons) == 2 * 3
+    row = _row(result.comparisons, subset="all", model_a="a", model_b="c")
+    assert row["diff"] == pytest.approx(row["auroc_a"] - row["auroc_b"]) and row["p_value"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("idx,score\n100,0.5\n", "missing column(s) ['prob']"),
+        ("idx,prob\n100,0.5\n100,0.6\n", "appear more than once"),
+        ("idx,prob\n100,1.5\n", "in [0, 1]"),
+        ("idx,prob\n100,\n", "in [0, 1]"),
+        ("idx,prob\n99999,0.5\n", "not in the cohort"),
+    ],
+)
+def test_predictions_contract_rejects(tmp_path, content, message):
+    studies, _ = _cohort()
+    path = tmp_path / "model.csv"
+    path.write_text(content)
+    with pytest.raises(
+        RadfusionError,
+        match=message.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)"),
+    ):
+        read_predictions(path, studies)
+
+
+def test_incomplete_test_set_needs_allow_missing(tmp_path):
+    studies, prob = _cohort()
+    path = tmp_path / "model.csv"
+    prob.iloc[:-3].rename("prob").reset_index().to_csv(path, index=False)
+    with pytest.raises(RadfusionError, match="3 of 60 test studies have no prediction"):
+        read_predictions(path, studies)
+    series, notes = read_predictions(path, studies, allow_missing=True)
+    assert len(series) == len(prob) - 3 and "3 of 60 test" in notes[0]
+    result = evaluate(studies, {"model": series}, n_boot=100)
+    assert (
+        _row(result.metrics, subset="all", attribute="overall", group="all", metric="auroc")["n"]
+        == 57
+    )

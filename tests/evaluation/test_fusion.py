@@ -1,0 +1,87 @@
+"""Late fusion strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from radfusion.errors import RadfusionError
+from radfusion.fusion import fuse, fuse_files
+
+
+def _setup(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    studies = pd.DataFrame(
+        {"label": y, "split": np.where(np.arange(n) < n // 2, "val", "test")},
+        index=pd.Index(np.arange(n), name="idx"),
+    )
+    probs = pd.DataFrame(
+        {"good": np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1), "noise": rng.uniform(0, 1, n)},
+        index=studies.index,
+    )
+    return studies, probs
+
+
+def test_mean_and_max():
+    _studies, probs = _setup()
+    np.testing.assert_allclose(fuse(probs, "mean"), probs.mean(axis=1))
+    np.testing.assert_allclose(fuse(probs, "max"), probs.max(axis=1))
+
+
+def test_weighted_chooses_by_validation_auroc():
+    studies, probs = _setup()
+    fused = fuse(probs, "weighted", studies)
+    val = studies["split"] == "val"
+    # "good" separates val perfectly: any weight >= its share gives AUROC 1; ties go to the
+    # weights closest to equal. Check against a direct scan.
+    best = max(
+        (
+            roc_auc_score(
+                studies.loc[val, "label"],
+                w * probs.loc[val, "good"] + (1 - w) * probs.loc[val, "noise"],
+            ),
+            -abs(w - 0.5),
+            w,
+        )
+        for w in np.round(np.arange(0, 1.0001, 0.05), 10)
+    )
+    np.testing.assert_allclose(fused, best[2] * probs["good"] + (1 - best[2]) * probs["noise"])
+
+
+def test_stacked_validation_predictions_are_out_of_fold():
+    studies, probs = _setup()
+    fused = fuse(probs, "stacked", studies, seed=0)
+    val = (studies["split"] == "val").to_numpy()
+    x = np.log(probs.clip(1e-6, 1 - 1e-6) / (1 - probs.clip(1e-6, 1 - 1e-6)))
+    in_sample = LogisticRegression().fit(x[val], studies["label"][val]).predict_proba(x)[:, 1]
+    np.testing.assert_allclose(fused[~val], in_sample[~val])  # test: the model fit on all val
+    assert not np.allclose(fused[val], in_sample[val])  # val: cross-fitted, not in-sample
+
+
+def test_learned_strategies_need_labels_and_two_models():
+    _studies, probs = _setup()
+    with pytest.raises(RadfusionError, match="learns on validation labels"):
+        fuse(probs, "stacked")
+    with pytest.raises(RadfusionError, match="at least two models"):
+        fuse(probs[["good"]], "mean")
+    with pytest.raises(RadfusionError, match="unknown fusion strategy"):
+        fuse(probs, "median")
+
+
+def test_fuse_files_requires_the_same_studies(tmp_path):
+    studies, probs = _setup()
+    for name in probs:
+        probs[name].rename("prob").reset_index().to_csv(tmp_path / f"{name}.csv", index=False)
+    out = fuse_files(tmp_path, ["good", "noise"], "mean", studies)
+    written = pd.read_csv(out)
+    assert out.name == "fusion_mean.csv" and list(written.columns) == ["idx", "prob", "split"]
+    np.testing.assert_allclose(written["prob"], probs.mean(axis=1), atol=1e-8)
+    probs["noise"].iloc[:-1].rename("prob").reset_index().to_csv(
+        tmp_path / "noise.csv", index=False
+    )
+    with pytest.raises(RadfusionError, match="cover different studies"):
+        fuse_files(tmp_path, ["good", "noise"], "mean", studies)
