@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -33,6 +34,22 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def command(*args, **kwargs):
+    """``app.command`` that turns a user error into one message and exit status 2."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def run(*a, **k):
+            try:
+                return fn(*a, **k)
+            except RadfusionError as exc:
+                _fail(str(exc))
+
+        return app.command(*args, **kwargs)(run)
+
+    return register
+
+
 def _parse_range(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -45,7 +62,7 @@ def _parse_range(text: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
-@app.command()
+@command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the cohort into.")],
     studies: Annotated[int, typer.Option(help="Number of studies (the release has 1837).")] = 1837,
@@ -169,7 +186,7 @@ def _print_summary(summary: dict) -> None:
     console.print(groups)
 
 
-@app.command()
+@command()
 def validate(
     data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -208,7 +225,7 @@ def validate(
         raise typer.Exit(2)
 
 
-@app.command("train-ehr")
+@command("train-ehr")
 def train_ehr_command(
     data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
     out: Annotated[Path, typer.Option(help="Run directory to write into.")],
@@ -243,7 +260,7 @@ def _split_list(values: list[str]) -> list[str]:
     return [part for value in values for part in value.split(",") if part]
 
 
-@app.command()
+@command()
 def evaluate(
     data: Annotated[
         Path, typer.Option(help="The cohort (only Labels.csv and Demographics.csv are read).")
@@ -296,7 +313,7 @@ def evaluate(
     console.print(f"wrote {out}/metrics.csv, thresholds.csv, fairness.csv, comparisons.csv")
 
 
-@app.command()
+@command()
 def fuse(
     pred_dir: Annotated[Path, typer.Argument(help="Folder holding <model>.csv predictions.")],
     models: Annotated[str, typer.Option(help="Comma-separated model names, e.g. image,ehr.")],
@@ -331,6 +348,18 @@ def fuse(
         studies = first.set_index("idx")[["split"]].assign(label=-1)
     out = fuse_files(pred_dir, names, strategy, studies, seed=seed)
     console.print(f"wrote {out}")
+
+
+@command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder with eval/ and predictions/.")],
+    title: Annotated[str | None, typer.Option(help="Title of the page.")] = None,
+) -> None:
+    """Write RUN_DIR/report/: the paper's Tables 3-12 (md, csv, tex), figures, report.html."""
+    from radfusion.report.html import write_report
+
+    path = write_report(run_dir, title=title)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

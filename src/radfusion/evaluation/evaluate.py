@@ -319,7 +319,7 @@ def evaluate_files(
 
     from radfusion.data.cohort import load_outcomes
     from radfusion.evaluation.predictions import collect_prediction_files, read_predictions
-    from radfusion.io import write_csv
+    from radfusion.io import write_csv, write_json
 
     studies = load_outcomes(data_dir)
     predictions, notes = {}, []
@@ -331,6 +331,23 @@ def evaluate_files(
     result = evaluate(studies, predictions, n_boot=n_boot, seed=seed)
     result.notes = notes + result.notes
     out = Path(out_dir)
+    # What the report needs to draw curves and the cohort summary, without the data folder.
+    outcomes = studies.loc[
+        :, ["label", "pe_type", "split", "non_subsegmental", "gender", "race", "age_group"]
+    ]
+    write_csv(outcomes.reset_index(), out / "outcomes.csv")
+    write_json(
+        {
+            "data": str(data_dir),
+            "predictions": [str(s) for s in sources],
+            "bootstrap": n_boot,
+            "seed": seed,
+            "allow_missing": allow_missing,
+            "models": list(predictions),
+            "notes": result.notes,
+        },
+        out / "evaluation.json",
+    )
     write_csv(result.metrics, out / "metrics.csv", float_format="%.6g")
     write_csv(result.thresholds, out / "thresholds.csv", float_format="%.6g")
     write_csv(result.fairness, out / "fairness.csv", float_format="%.6g")

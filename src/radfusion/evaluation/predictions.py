@@ -13,7 +13,18 @@ import pandas as pd
 from radfusion.data.findings import preview
 from radfusion.errors import RadfusionError
 
-__all__ = ["collect_prediction_files", "read_predictions"]
+__all__ = ["collect_prediction_files", "model_order", "read_predictions"]
+
+
+def model_order(name: str) -> tuple[int, str]:
+    """Sort key giving the paper's column order: image, EHR, fusion(s), then the rest."""
+    if name == "image":
+        return (0, name)
+    if name == "ehr":
+        return (1, name)
+    if name.startswith("fusion"):
+        return (2, "" if name == "fusion_mean" else name)
+    return (3, name)
 
 
 def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]:
@@ -29,6 +40,7 @@ def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]
             raise RadfusionError(f"{path}: no such predictions file or folder")
     if not files:
         raise RadfusionError("no prediction files found (expected CSVs with columns idx, prob)")
+    files.sort(key=lambda f: model_order(f.stem))
     names = [f.stem for f in files]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -1,0 +1,1 @@
+"""The report: the paper's Tables 3-12 (Markdown, CSV, LaTeX), figures, and one HTML page."""

@@ -1,0 +1,157 @@
+"""The report's figures, as PNG bytes (embedded in the HTML page and saved beside it)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from radfusion.evaluation.evaluate import ATTRIBUTES
+
+__all__ = ["auroc_forest", "calibration", "roc_by_group", "roc_overall", "tpr_gaps"]
+
+SUBSET_NAMES = {"all": "whole test set", "non_subsegmental": "non-subsegmental"}
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _roc(ax, y, probs, models, auroc_of, title):
+    for model in models:
+        score = probs[model].reindex(y.index)
+        keep = score.notna()
+        if y[keep].nunique() < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y[keep], score[keep])
+        ax.plot(fpr, tpr, lw=1.6, label=f"{model} ({auroc_of(model):.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    if ax.get_lines()[:-1]:  # at least one model's curve (the last line is the diagonal)
+        ax.legend(loc="lower right", fontsize=8, title="AUROC", title_fontsize=8)
+
+
+def _auroc_lookup(metrics, subset, attribute, group):
+    part = metrics[
+        (metrics["subset"] == subset)
+        & (metrics["attribute"] == attribute)
+        & (metrics["group"] == group)
+        & (metrics["metric"] == "auroc")
+    ]
+    values = part.set_index("model")["value"]
+    return lambda model: float(values.get(model, np.nan))
+
+
+def roc_overall(outcomes, probs, metrics, models) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    test = outcomes[outcomes["split"] == "test"]
+    for ax, subset in zip(axes, ("all", "non_subsegmental"), strict=True):
+        part = test if subset == "all" else test[test["non_subsegmental"]]
+        _roc(
+            ax,
+            part["label"],
+            probs,
+            models,
+            _auroc_lookup(metrics, subset, "overall", "all"),
+            f"ROC, {SUBSET_NAMES[subset]} (n={len(part)})",
+        )
+    return _png(fig)
+
+
+def roc_by_group(outcomes, probs, metrics, models) -> bytes:
+    fig, axes = plt.subplots(3, 2, figsize=(10, 13))
+    test = outcomes[outcomes["split"] == "test"]
+    for row, attribute in enumerate(("gender", "race", "age")):
+        column, groups = ATTRIBUTES[attribute]
+        for col, group in enumerate(groups):
+            part = test[test[column] == group]
+            _roc(
+                axes[row, col],
+                part["label"],
+                probs,
+                models,
+                _auroc_lookup(metrics, "all", attribute, group),
+                f"{attribute}: {group} (n={len(part)})",
+            )
+    fig.tight_layout()
+    return _png(fig)
+
+
+def calibration(outcomes, probs, models, n_bins: int = 10) -> bytes:
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
+    test = outcomes[outcomes["split"] == "test"]
+    edges = np.linspace(0, 1, n_bins + 1)
+    for model in models:
+        score = probs[model].reindex(test.index)
+        keep = score.notna()
+        s, y = score[keep].to_numpy(), test.loc[keep, "label"].to_numpy()
+        bins = np.minimum((s * n_bins).astype(int), n_bins - 1)
+        mean_s = [s[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        rate = [y[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        ax.plot(mean_s, rate, marker="o", lw=1.4, label=model)
+        hist.hist(s, bins=edges, histtype="step", lw=1.4)
+    ax.plot([0, 1], [0, 1], color="0.7", ls="--", lw=0.8)
+    ax.set(ylabel="observed PE rate", title="Calibration on the test set", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    hist.set(xlabel="predicted probability", ylabel="studies")
+    return _png(fig)
+
+
+def tpr_gaps(fairness, models) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    attributes = ["gender", "race", "age"]
+    labels = {"gender": "Female − Male", "race": "White − Others", "age": ">80 − ≤80"}
+    width = 0.8 / max(len(models), 1)
+    for ax, subset in zip(axes, ("all", "non_subsegmental"), strict=True):
+        part = fairness[(fairness["subset"] == subset) & (fairness["metric"] == "tpr_diff_signed")]
+        for k, model in enumerate(models):
+            rows = part[part["model"] == model].set_index("attribute").reindex(attributes)
+            x = np.arange(len(attributes)) + (k - (len(models) - 1) / 2) * width
+            v = rows["value"].to_numpy(float)
+            err = np.vstack(
+                [v - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - v]
+            )
+            ax.bar(x, v, width, label=model)
+            ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="none", ecolor="0.2", capsize=3, lw=1)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xticks(np.arange(len(attributes)), [labels[a] for a in attributes])
+        ax.set_title(f"TPR difference with 95% CI, {SUBSET_NAMES[subset]}")
+    axes[0].set_ylabel("TPR(first group) − TPR(second group)")
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def auroc_forest(metrics, models) -> bytes:
+    part = metrics[(metrics["subset"] == "all") & (metrics["metric"] == "auroc")]
+    order = [("overall", "all")] + [
+        (a, g) for a in ("gender", "race", "age") for g in ATTRIBUTES[a][1]
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(order) + 1.2))
+    offsets = np.linspace(-0.25, 0.25, len(models)) if len(models) > 1 else [0.0]
+    for off, model in zip(offsets, models, strict=True):
+        rows = part[part["model"] == model].set_index(["attribute", "group"]).reindex(order)
+        y = np.arange(len(order))[::-1] + off
+        v = rows["value"].to_numpy(float)
+        lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+        ax.errorbar(
+            v,
+            y,
+            xerr=np.nan_to_num(np.vstack([v - lo, hi - v])),
+            fmt="o",
+            ms=4,
+            capsize=2,
+            label=model,
+        )
+    ax.set_yticks(np.arange(len(order))[::-1], [g if a != "overall" else "all" for a, g in order])
+    ax.set(xlabel="AUROC (95% CI)", title="AUROC by group, whole test set")
+    ax.axvline(0.5, color="0.8", lw=0.8)
+    ax.legend(fontsize=8, loc="lower left")
+    return _png(fig)

@@ -1,0 +1,180 @@
+"""``radfusion report RUN_DIR``: Tables 3-12, figures and one self-contained HTML page.
+
+Reads ``RUN_DIR/eval/`` (written by ``radfusion evaluate --out RUN_DIR/eval``) and the
+models' prediction files; writes ``RUN_DIR/report/``: ``tables/table3.md`` ... ``table12.md``
+(+ ``.csv``, ``.tex``), ``figures/*.png`` and ``report.html`` (images embedded, no network).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from radfusion import __version__
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.predictions import collect_prediction_files
+from radfusion.io import atomic_path
+from radfusion.report import figures
+from radfusion.report.tables import PaperTable, paper_tables, write_tables
+
+__all__ = ["write_report"]
+
+EVAL_FILES = ("metrics.csv", "thresholds.csv", "fairness.csv", "comparisons.csv", "outcomes.csv")
+
+
+def _html_table(table: PaperTable) -> str:
+    cells, best = table.cells(), table.best()
+    cols = list(cells.columns)
+    multi = isinstance(cells.columns, pd.MultiIndex)
+    head = ["<tr><th rowspan='2'>" if multi else "<tr><th>", cells.index.name or "", "</th>"]
+    if multi:
+        models = list(dict.fromkeys(c[0] for c in cols))
+        span = len(cols) // len(models)
+        head += [f"<th colspan='{span}'>{m}</th>" for m in models]
+        head += ["</tr><tr>", *[f"<th>{c[1]}</th>" for c in cols], "</tr>"]
+    else:
+        head += [*[f"<th>{c}</th>" for c in cols], "</tr>"]
+    rows = []
+    for r in cells.index:
+        tds = "".join(
+            f"<td class='best'>{cells.at[r, c]}</td>"
+            if best.at[r, c]
+            else f"<td>{cells.at[r, c]}</td>"
+            for c in cols
+        )
+        rows.append(f"<tr><td>{r}</td>{tds}</tr>")
+    return "<table>" + "".join(head) + "".join(rows) + "</table>"
+
+
+def _frame_html(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.to_html(
+        index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="n/a", border=0
+    )
+
+
+def _cohort_tables(outcomes: pd.DataFrame) -> tuple[str, str]:
+    rows = []
+    for split in ("train", "val", "test"):
+        part = outcomes[outcomes["split"] == split]
+        pos = part[part["label"] == 1]
+        rows.append(
+            {
+                "split": split,
+                "studies": len(part),
+                "negatives": int((part["label"] == 0).sum()),
+                "positives": len(pos),
+                **{
+                    t: int((pos["pe_type"] == t).sum())
+                    for t in ("central", "segmental", "subsegmental")
+                },
+            }
+        )
+    test = outcomes[outcomes["split"] == "test"]
+    kept = test[test["non_subsegmental"]]
+    groups = []
+    for attribute, column, names in (
+        ("Gender", "gender", ("Female", "Male")),
+        ("Race", "race", ("White", "Others")),
+        ("Age", "age_group", (">80", "<=80")),
+    ):
+        for g in names:
+            groups.append(
+                {
+                    "attribute": attribute,
+                    "group": g,
+                    "including subsegmental": int((test[column] == g).sum()),
+                    "excluding subsegmental": int((kept[column] == g).sum()),
+                }
+            )
+    return _frame_html(pd.DataFrame(rows)), _frame_html(pd.DataFrame(groups))
+
+
+def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Write ``RUN_DIR/report/``; returns the path of ``report.html``."""
+    run = Path(run_dir)
+    evaluation = run / "eval"
+    missing = [f for f in EVAL_FILES if not (evaluation / f).exists()]
+    if missing:
+        raise RadfusionError(
+            f"{evaluation}: missing {missing}; run radfusion evaluate --out {evaluation} first"
+        )
+    metrics, thresholds, fairness, comparisons, outcomes = (
+        pd.read_csv(evaluation / f) for f in EVAL_FILES
+    )
+    outcomes = outcomes.set_index("idx")
+    meta_path = evaluation / "evaluation.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    models = list(dict.fromkeys(metrics["model"]))
+    sources = meta.get("predictions") or [str(run / "predictions")]
+    files = {p.stem: p for p in collect_prediction_files(sources)}
+    absent = [m for m in models if m not in files]
+    if absent:
+        raise RadfusionError(f"{run}: prediction files for {absent} not found in {sources}")
+    probs = pd.DataFrame({m: pd.read_csv(files[m]).set_index("idx")["prob"] for m in models})
+
+    out = run / "report"
+    tables = paper_tables(metrics, fairness, models)
+    write_tables(tables, out / "tables")
+    pictures = [
+        (
+            "roc.png",
+            "ROC curves per model (AUROC in the legend).",
+            figures.roc_overall(outcomes, probs, metrics, models),
+        ),
+        ("auroc_forest.png", "AUROC with 95% CI per group.", figures.auroc_forest(metrics, models)),
+        (
+            "roc_groups.png",
+            "ROC curves per subgroup, whole test set.",
+            figures.roc_by_group(outcomes, probs, metrics, models),
+        ),
+        (
+            "tpr_gaps.png",
+            "TPR differences between groups (signed; EOD is their absolute value) with 95% CI.",
+            figures.tpr_gaps(fairness, models),
+        ),
+        (
+            "calibration.png",
+            "Calibration (reliability) and the distribution of predictions.",
+            figures.calibration(outcomes, probs, models),
+        ),
+    ]
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for name, _, data in pictures:
+        with atomic_path(out / "figures" / name) as tmp:
+            tmp.write_bytes(data)
+    cohort_table, groups_table = _cohort_tables(outcomes)
+    config_path = run / "config.yaml"
+    config = config_path.read_text() if config_path.exists() else json.dumps(meta, indent=2)
+    fair = fairness.copy()
+    env = Environment(
+        loader=PackageLoader("radfusion.report", "."), autoescape=select_autoescape(["html", "j2"])
+    )
+    from markupsafe import Markup
+
+    page = env.get_template("template.html.j2").render(
+        title=title or run.name,
+        models=models,
+        bootstrap=meta.get("bootstrap", "?"),
+        seed=meta.get("seed", "?"),
+        version=__version__,
+        notes=meta.get("notes", []),
+        cohort_table=Markup(cohort_table),
+        groups_table=Markup(groups_table),
+        thresholds_table=Markup(_frame_html(thresholds)),
+        tables=[
+            {"number": t.number, "title": t.title, "html": Markup(_html_table(t))} for t in tables
+        ],
+        fairness_table=Markup(_frame_html(fair[fair["metric"] != "eod"].replace({np.nan: None}))),
+        comparisons_table=Markup(_frame_html(comparisons)),
+        figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
+        config=config,
+    )
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out / "report.html"
