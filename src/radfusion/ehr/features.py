@@ -190,27 +190,16 @@ def _labs(win, names, idx) -> pd.DataFrame:
 
 def _vitals(win, names, idx) -> pd.DataFrame:
     sub = win[win["prefix"] == CODE_PREFIXES["vital"]].dropna(subset=["numeric_value"])
-    x, y = sub["days"], sub["numeric_value"]
-    sums = (
-        pd.DataFrame(
-            {
-                "idx": sub["idx"],
-                "name": sub["name"],
-                "n": 1.0,
-                "x": x,
-                "y": y,
-                "xx": x * x,
-                "xy": x * y,
-            }
-        )
-        .groupby(["idx", "name"])
-        .sum()
-    )
-    sxx = sums["xx"] - sums["x"] ** 2 / sums["n"]
-    sxy = sums["xy"] - sums["x"] * sums["y"] / sums["n"]
-    # A span below ~1 s carries no slope; relative tolerance guards against round-off.
-    valid = (sums["n"] >= 2) & (sxx > 1e-9 * np.maximum(sums["xx"], 1.0))
-    slope = (sxy / sxx).where(valid)
+    keys = [sub["idx"], sub["name"]]
+    # Two passes (centre, then sum products) keep the slope exact where one pass would
+    # cancel: a constant series gets a slope of exactly 0, not 1e-8.
+    x = sub["days"] - sub["days"].groupby(keys).transform("mean")
+    y = sub["numeric_value"] - sub["numeric_value"].groupby(keys).transform("mean")
+    frame = pd.DataFrame({"n": 1.0, "xx": x * x, "xy": x * y, "lo": sub["days"], "hi": sub["days"]})
+    sums = frame.groupby(keys).agg({"n": "sum", "xx": "sum", "xy": "sum", "lo": "min", "hi": "max"})
+    # Fewer than two measurements, or all at one instant: no slope.
+    valid = (sums["n"] >= 2) & (sums["hi"] > sums["lo"])
+    slope = (sums["xy"] / sums["xx"]).where(valid)
     return slope.unstack().reindex(index=idx, columns=list(names)).astype(float)
 
 
