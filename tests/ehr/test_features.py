@@ -193,3 +193,19 @@ def test_leakage_and_window_boundaries(offset, encounter, kept):
     vocab = Vocabulary(drug_classes=(), icd_groups=("DVT",), lab_tests=(), vitals=())
     icd = build_features(events, studies, vocabulary=vocab, min_icd_prevalence=0.0)["ICD"]
     assert icd.loc[10, "DVT:presence"] == int(kept)
+
+
+def test_study_without_events_and_unknown_categories():
+    events = pd.DataFrame([ev(7, pd.NaT, "RACE//Martian"), ev(7, pd.NaT, "GENDER//Female")])
+    studies = pd.DataFrame(
+        {"idx": [70, 80], "subject_id": [7, 8], "ct_time": [CT1, CT1], "encounter_id": [1, 2]}
+    )
+    tables = build_features(events, studies, vocabulary=VOCAB)
+    demo = tables["Demographics"]
+    assert demo.loc[70, "Unknown_race"] == 1 and demo.loc[70, "Female"] == 1  # unknown -> Unknown
+    # Subject 8 has no events at all: zero counts, missing values, Unknown_race; never dropped.
+    assert demo.loc[80, "Unknown_race"] == 1 and np.isnan(demo.loc[80, "current_age_yrs"])
+    assert (tables["INP_MED"].loc[80] == 0).all()
+    assert tables["LABS"].loc[80, "D-dimer:Binary"] == 0
+    assert np.isnan(tables["LABS"].loc[80, "D-dimer:Value"])
+    assert tables["Vitals"].loc[80].isna().all()
