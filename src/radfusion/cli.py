@@ -362,6 +362,117 @@ def report(
     console.print(f"wrote {path}")
 
 
+@command("import-dicom")
+def import_dicom_command(
+    dicom_root: Annotated[Path, typer.Argument(help="A tree of DICOM files (any layout).")],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder for {idx}.npy, series.csv and import_report.csv.")
+    ],
+    workers: Annotated[
+        int, typer.Option(help="Processes, one series at a time each.")
+    ] = os.cpu_count() or 1,
+    first_idx: Annotated[int, typer.Option(help="idx of the first series.")] = 1,
+) -> None:
+    """Import every axial CT series as {idx}.npy (int16 HU, head to foot)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from radfusion.imaging.dicom import import_dicom
+
+    if not dicom_root.is_dir():
+        _fail(f"{dicom_root}: not a folder")
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("series", total=None)
+        result = import_dicom(
+            dicom_root,
+            out_dir,
+            workers=workers,
+            first_idx=first_idx,
+            on_total=lambda n: progress.update(task, total=n),
+            on_series=lambda _: progress.advance(task),
+        )
+    skipped = [s for s in result.series if s.status != "imported"]
+    warned = [s for s in result.imported if s.reasons]
+    console.print(
+        f"imported {len(result.imported)} series ({len(warned)} with warnings), "
+        f"skipped {len(skipped)}, ignored {len(result.unreadable)} non-DICOM or "
+        f"unreadable file(s); see {out_dir / 'import_report.csv'}"
+    )
+
+
+@command()
+def preprocess(
+    data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
+    cache: Annotated[
+        Path, typer.Option(help="Cache root; entries go in a sub-folder keyed by the parameters.")
+    ],
+    size: Annotated[int, typer.Option(help="Rows and columns per cached slice.")] = 224,
+    hu_intercept: Annotated[
+        int | None,
+        typer.Option(help="Force the intercept (0 or -1024) instead of detecting it per volume."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Processes.")] = os.cpu_count() or 1,
+    verify: Annotated[bool, typer.Option(help="Also check every entry's checksum.")] = False,
+) -> None:
+    """Build the volume cache: HU, slices resized, int16. Reruns resume and skip what is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from radfusion.data.cohort import Cohort
+    from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
+
+    if size < 8:
+        _fail(f"--size {size}: need at least 8 pixels")
+    if hu_intercept not in (None, 0, -1024):
+        _fail(f"--hu-intercept {hu_intercept}: use 0 (values are HU) or -1024 (raw values)")
+    cohort = Cohort.load(data_dir, hu_intercept=hu_intercept)
+    params = PreprocessParams(size=size, hu_intercept=hu_intercept)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("studies", total=None)
+            summary = build_cache(
+                cohort_volumes(cohort),
+                cache,
+                params,
+                workers=workers,
+                verify=verify,
+                on_total=lambda n: progress.update(task, total=n),
+                on_entry=lambda _: progress.advance(task),
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: finished entries are kept; rerun the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    for idx, why in summary.rebuilt.items():
+        console.print(f"[yellow]warning:[/] entry {idx} was {why}; rebuilt", highlight=False)
+    for message in summary.failed.values():
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if summary.nothing_to_do:
+        console.print(
+            f"cache complete, nothing to do: {len(summary.complete)} entries in {summary.folder}"
+        )
+    else:
+        console.print(
+            f"built {len(summary.built)}, rebuilt {len(summary.rebuilt)}, already "
+            f"complete {len(summary.complete)}, failed {len(summary.failed)}: "
+            f"{summary.folder}"
+        )
+    if summary.failed:
+        raise typer.Exit(2)
+
+
 def main() -> None:
     """Entry point: user errors print one or two lines and exit 2; bugs keep tracebacks."""
     try:

@@ -1,0 +1,208 @@
+"""The paper's preprocessing into a volume cache: HU, each slice resized, stored as int16.
+
+Entries live in ``CACHE_DIR/<key>/`` where ``key`` hashes every parameter that shapes them,
+so a changed parameter makes a new cache and never a stale read. Each entry is ``{idx}.npy``
+plus a sidecar ``{idx}.json`` recording its source (path, size, mtime), the HU intercept used,
+its shape, byte size and CRC32. Both are written atomically, the sidecar last, so an entry is
+complete exactly when its sidecar exists and matches: an interrupted run resumes where it
+stopped, a changed source file is rebuilt, and a corrupt entry (wrong size, or with
+``verify`` a wrong checksum) is reported and rebuilt.
+
+The window (centre 400, width 1000, minus the mean) is *not* applied here: it is applied when
+a window is read (``radfusion.imaging.windows``), so one cache serves any window setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radfusion.data.volumes import detect_intercept, open_volume
+from radfusion.errors import RadfusionError
+from radfusion.io import atomic_path, write_json
+
+__all__ = ["CacheSummary", "PreprocessParams", "build_cache", "cache_folder", "resize_volume"]
+
+#: Bumped whenever the algorithm changes what an entry holds.
+ALGORITHM_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    size: int = 224  # rows and columns per slice (PENet's own recipe: 208, then crop 192)
+    hu_intercept: int | None = None  # None: detect per volume from the air peak
+    chunk: int = 32  # slices resized at a time
+
+    def key(self) -> str:
+        shaping = {
+            "size": self.size,
+            "hu_intercept": self.hu_intercept,
+            "version": ALGORITHM_VERSION,
+        }
+        digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
+        return f"{self.size}px-{digest[:12]}"
+
+
+def cache_folder(cache_root: str | os.PathLike, params: PreprocessParams) -> Path:
+    return Path(cache_root) / params.key()
+
+
+def resize_volume(hu_source: np.ndarray, intercept: int, size: int, chunk: int = 32):
+    """Stored values + intercept -> HU, every slice resized to ``size`` x ``size``
+    (bilinear with antialiasing), rounded to int16. Reads ``chunk`` slices at a time."""
+    import torch
+    import torch.nn.functional as F
+
+    s, h, w = hu_source.shape
+    out = np.empty((s, size, size), dtype=np.int16)
+    for z0 in range(0, s, chunk):
+        block = np.asarray(hu_source[z0 : z0 + chunk], dtype=np.float32)
+        if intercept:
+            block += intercept
+        if (h, w) == (size, size):
+            resized = block
+        else:
+            t = torch.from_numpy(block)[:, None]
+            resized = F.interpolate(
+                t, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )[:, 0].numpy()
+        np.clip(np.rint(resized), -32768, 32767, out=resized)
+        out[z0 : z0 + len(block)] = resized
+    return out
+
+
+def _source_signature(path: Path) -> dict:
+    stat = path.stat()
+    return {"source": str(path), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def _entry_state(folder: Path, idx: int, source: Path, verify: bool) -> str:
+    """``complete``, ``missing``, ``stale`` (source changed) or ``corrupt``."""
+    sidecar, entry = folder / f"{idx}.json", folder / f"{idx}.npy"
+    if not sidecar.exists():
+        return "missing"
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return "corrupt"
+    signature = _source_signature(source)
+    if any(meta.get(k) != v for k, v in signature.items()):
+        return "stale"
+    if not entry.exists() or entry.stat().st_size != meta.get("bytes"):
+        return "corrupt"
+    if verify:
+        with open(entry, "rb") as fh:
+            if zlib.crc32(fh.read()) != meta.get("crc32"):
+                return "corrupt"
+    return "complete"
+
+
+def _build_entry(task) -> tuple[int, str | None]:
+    idx, source, folder, params = task
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; no oversubscription
+    try:
+        stored = open_volume(source)
+        intercept = params.hu_intercept
+        if intercept is None:
+            intercept = detect_intercept(stored)
+            if intercept is None:
+                return idx, (
+                    f"{source}: no clear air peak to tell HU from raw values; pass "
+                    "--hu-intercept 0 or -1024"
+                )
+        volume = resize_volume(stored, intercept, params.size, params.chunk)
+    except (OSError, ValueError) as exc:
+        return idx, f"{source}: cannot read ({exc})"
+    folder = Path(folder)
+    with atomic_path(folder / f"{idx}.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, volume, allow_pickle=False)
+        data = tmp.read_bytes()
+    meta = {
+        **_source_signature(Path(source)),
+        "intercept": int(intercept),
+        "shape": list(volume.shape),
+        "bytes": len(data),
+        "crc32": zlib.crc32(data),
+    }
+    write_json(meta, folder / f"{idx}.json")  # last: the entry is complete from here on
+    return idx, None
+
+
+@dataclass
+class CacheSummary:
+    folder: Path
+    built: list[int] = field(default_factory=list)
+    complete: list[int] = field(default_factory=list)
+    rebuilt: dict[int, str] = field(default_factory=dict)  # idx -> why (stale, corrupt)
+    failed: dict[int, str] = field(default_factory=dict)  # idx -> message
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.built or self.rebuilt or self.failed)
+
+
+def build_cache(
+    volumes: dict[int, str | os.PathLike],
+    cache_root: str | os.PathLike,
+    params: PreprocessParams = PreprocessParams(),
+    *,
+    workers: int = 1,
+    verify: bool = False,
+    on_entry: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> CacheSummary:
+    """Build (or complete) the cache for ``volumes`` (idx -> source ``.npy``)."""
+    folder = cache_folder(cache_root, params)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(
+        {"params": asdict(params), "algorithm_version": ALGORITHM_VERSION}, folder / "params.json"
+    )
+    summary = CacheSummary(folder)
+    todo = []
+    for idx, source in sorted(volumes.items()):
+        state = _entry_state(folder, idx, Path(source), verify)
+        if state == "complete":
+            summary.complete.append(idx)
+            continue
+        if state in ("stale", "corrupt"):
+            summary.rebuilt[idx] = state
+        todo.append((idx, str(source), str(folder), params))
+    if on_total:
+        on_total(len(todo))
+    results = []
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_build_entry, todo, chunksize=1):
+                results.append(result)
+                if on_entry:
+                    on_entry(result[0])
+    else:
+        for task in todo:
+            results.append(_build_entry(task))
+            if on_entry:
+                on_entry(task[0])
+    for idx, error in results:
+        if error:
+            summary.failed[idx] = error
+        elif idx not in summary.rebuilt:
+            summary.built.append(idx)
+    return summary
+
+
+def cohort_volumes(cohort) -> dict[int, str]:
+    """idx -> volume path for every study of a cohort that has a volume."""
+    paths = cohort.studies["volume_path"].dropna()
+    if paths.empty:
+        raise RadfusionError(f"{cohort.root}: no CT volumes to preprocess")
+    return {int(i): str(p) for i, p in paths.items()}

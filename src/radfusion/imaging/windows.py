@@ -1,0 +1,233 @@
+"""Window datasets: 24-slice windows from the volume cache, as PENet sees them.
+
+* :func:`normalize`: the paper's CTPA window (centre 400, width 1000: HU clipped to
+  [-100, 900]), scaled to [0, 1], minus the training mean 0.15897.
+* :class:`TrainWindows`: with probability ``abnormal_prob`` a positive study is drawn and the
+  window centred on its annotated emboli (jittered); otherwise a random study and window. A
+  window is positive when it holds at least ``min_abnormal_slices`` (4) annotated slices;
+  positives without annotations take the study's label. Augmentation: horizontal flip,
+  rotation within +-15 degrees (filling -1000 HU), random crop, slice jitter.
+* :class:`EvalWindows`: every window of every study (non-overlapping by default), studies
+  shorter than a window padded with air (-1000 HU), centre crop.
+
+Randomness comes from a generator seeded by (seed, epoch, item), never the global one, so a
+run is reproducible whatever the number of ``DataLoader`` workers; volumes are memory-mapped
+per access (no file handle is shared between workers).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from radfusion.errors import RadfusionError
+
+__all__ = ["EvalWindows", "TrainWindows", "normalize", "window_starts"]
+
+WINDOW_CENTER, WINDOW_WIDTH = 400.0, 1000.0
+PIXEL_MEAN = 0.15897
+AIR_HU = -1000
+
+
+def normalize(
+    hu: np.ndarray,
+    center: float = WINDOW_CENTER,
+    width: float = WINDOW_WIDTH,
+    mean: float = PIXEL_MEAN,
+) -> np.ndarray:
+    """HU -> the network's input: clip to the window, scale to [0, 1], subtract ``mean``."""
+    lo = center - width / 2
+    out = np.clip(np.asarray(hu, dtype=np.float32), lo, lo + width)
+    out -= lo
+    out /= width
+    out -= mean
+    return out
+
+
+def window_starts(n_slices: int, window: int = 24, stride: int | None = None) -> list[int]:
+    """First slice of every evaluation window; the last window ends at the last slice."""
+    stride = stride or window
+    if n_slices <= window:
+        return [0]
+    starts = list(range(0, n_slices - window + 1, stride))
+    if starts[-1] + window < n_slices:
+        starts.append(n_slices - window)
+    return starts
+
+
+def _read(cache: Path, idx: int, start: int, window: int) -> np.ndarray:
+    """Slices [start, start + window) in HU, padded with air beyond the study's ends."""
+    vol = np.load(cache / f"{idx}.npy", mmap_mode="r", allow_pickle=False)
+    out = np.full((window, *vol.shape[1:]), AIR_HU, dtype=np.int16)
+    lo, hi = max(start, 0), min(start + window, vol.shape[0])
+    if hi > lo:
+        out[lo - start : hi - start] = vol[lo:hi]
+    return out
+
+
+def _crop(block: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
+    return block[:, top : top + size, left : left + size]
+
+
+def _center(n: int, size: int) -> int:
+    return max((n - size) // 2, 0)
+
+
+class _CacheDataset(Dataset):
+    def __init__(self, cache_dir, studies: pd.DataFrame, window: int, crop: int):
+        self.cache = Path(cache_dir)
+        missing = [int(i) for i in studies.index if not (self.cache / f"{i}.json").exists()]
+        if missing:
+            raise RadfusionError(
+                f"{self.cache}: {len(missing)} stud(ies) not in the cache (idx {missing[:5]}); "
+                "run radfusion preprocess first"
+            )
+        self.studies = studies
+        self.window, self.crop = window, crop
+        self.shapes = {
+            int(i): tuple(np.load(self.cache / f"{i}.npy", mmap_mode="r").shape)
+            for i in studies.index
+        }
+        side = min(s[1] for s in self.shapes.values())
+        if crop > side:
+            raise RadfusionError(f"crop {crop} is larger than the cached slices ({side} px)")
+
+
+class EvalWindows(_CacheDataset):
+    """Every window of every study: items are ``(window, idx, start)``."""
+
+    def __init__(
+        self,
+        cache_dir,
+        studies: pd.DataFrame,
+        *,
+        window: int = 24,
+        stride: int | None = None,
+        crop: int = 192,
+    ):
+        super().__init__(cache_dir, studies, window, crop)
+        self.items = [
+            (int(i), s)
+            for i in studies.index
+            for s in window_starts(self.shapes[int(i)][0], window, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k):
+        idx, start = self.items[k]
+        block = _read(self.cache, idx, start, self.window)
+        _, h, w = block.shape
+        block = _crop(block, self.crop, _center(h, self.crop), _center(w, self.crop))
+        return torch.from_numpy(normalize(block)[None]), idx, start
+
+
+class TrainWindows(_CacheDataset):
+    """Randomly sampled, augmented training windows: items are ``(window, label)``.
+
+    ``studies`` needs ``label``; ``annotations`` has ``idx`` and ``slice`` (0-based).
+    ``length`` is the number of windows in an epoch; call :meth:`set_epoch` between epochs.
+    """
+
+    def __init__(
+        self,
+        cache_dir,
+        studies: pd.DataFrame,
+        annotations: pd.DataFrame,
+        *,
+        length: int,
+        window: int = 24,
+        crop: int = 192,
+        abnormal_prob: float = 0.3,
+        min_abnormal_slices: int = 4,
+        augment: bool = True,
+        max_rotation: float = 15.0,
+        slice_jitter: int = 2,
+        seed: int = 0,
+    ):
+        super().__init__(cache_dir, studies, window, crop)
+        self.length, self.abnormal_prob = length, abnormal_prob
+        self.min_abnormal_slices, self.augment = min_abnormal_slices, augment
+        self.max_rotation, self.slice_jitter, self.seed = max_rotation, slice_jitter, seed
+        self.epoch = 0
+        ann = annotations[annotations["idx"].isin(studies.index)]
+        self.annotated = {int(i): np.sort(g["slice"].to_numpy()) for i, g in ann.groupby("idx")}
+        self.ids = np.array([int(i) for i in studies.index])
+        self.abnormal = np.array([i for i in self.ids if i in self.annotated], dtype=int)
+        self.labels = studies["label"].astype(int).to_dict()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def sample(self, k: int, rng: np.random.Generator) -> tuple[int, int]:
+        """Choose (idx, start) for item ``k``."""
+        if len(self.abnormal) and rng.random() < self.abnormal_prob:
+            idx = int(rng.choice(self.abnormal))
+            centre = int(rng.choice(self.annotated[idx]))
+            start = (
+                centre
+                - self.window // 2
+                + int(rng.integers(-self.window // 4, self.window // 4 + 1))
+            )
+        else:
+            idx = int(rng.choice(self.ids))
+            start = int(rng.integers(0, max(self.shapes[idx][0] - self.window, 0) + 1))
+        if self.augment and self.slice_jitter:
+            start += int(rng.integers(-self.slice_jitter, self.slice_jitter + 1))
+        n = self.shapes[idx][0]
+        start = min(max(start, 0), max(n - self.window, 0))
+        return idx, start
+
+    def label(self, idx: int, start: int) -> float:
+        if idx in self.annotated:
+            slices = self.annotated[idx]
+            inside = np.sum((slices >= start) & (slices < start + self.window))
+            return float(inside >= self.min_abnormal_slices)
+        return float(self.labels[idx])
+
+    def __getitem__(self, k):
+        rng = np.random.default_rng([self.seed, self.epoch, k])
+        idx, start = self.sample(k, rng)
+        block = _read(self.cache, idx, start, self.window)
+        _, h, w = block.shape
+        if self.augment:
+            top, left = (
+                int(rng.integers(0, h - self.crop + 1)),
+                int(rng.integers(0, w - self.crop + 1)),
+            )
+        else:
+            top, left = _center(h, self.crop), _center(w, self.crop)
+        x = torch.from_numpy(block.astype(np.float32))
+        if self.augment:
+            if rng.random() < 0.5:
+                x = torch.flip(x, dims=(2,))
+            angle = float(rng.uniform(-self.max_rotation, self.max_rotation))
+            x = _rotate(x, angle)
+        x = x[:, top : top + self.crop, left : left + self.crop].numpy()
+        return torch.from_numpy(normalize(x)[None]), torch.tensor(self.label(idx, start))
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate every slice of a (slices, H, W) HU block in-plane, filling with air."""
+    import torch.nn.functional as F
+
+    if not degrees:
+        return x
+    theta = math.radians(degrees)
+    c, s = math.cos(theta), math.sin(theta)
+    matrix = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]], dtype=torch.float32)
+    grid = F.affine_grid(matrix, [1, *x.shape], align_corners=False)
+    # grid_sample pads with 0: shift so that 0 is air, rotate, shift back.
+    out = F.grid_sample(
+        (x - AIR_HU)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[0]
+    return out + AIR_HU
