@@ -156,13 +156,12 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
             )
     report.pixel_spacing = tuple(float(v) for v in headers[0].PixelSpacing)
     import pydicom
-    from pydicom.pixels import apply_modality_lut
 
-    slices = []
-    for path in files:
+    volume = np.empty((len(files), int(headers[0].Rows), int(headers[0].Columns)), np.int16)
+    for k, path in enumerate(files):
         try:
             ds = pydicom.dcmread(path)
-            hu = apply_modality_lut(ds.pixel_array, ds)
+            volume[k] = _to_hu(ds.pixel_array, ds)
         except Exception as exc:
             report.status = "skipped"
             report.reasons.append(
@@ -170,18 +169,28 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
                 "install the pylibjpeg plugins or re-export uncompressed"
             )
             return None
-        slices.append(np.clip(np.round(hu), -32768, 32767).astype(np.int16))
-    report.slices = len(slices)
-    return np.stack(slices)
+    report.slices = len(files)
+    return volume
+
+
+def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
+    """RescaleSlope * stored + RescaleIntercept, rounded into int16 range. Integer arithmetic
+    when the slope is 1 and the intercept whole (the usual CT case), floats otherwise."""
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        hu = apply_modality_lut(stored, ds)
+    elif slope == 1 and intercept.is_integer():
+        hu = np.add(stored, int(intercept), dtype=np.int32)
+    else:
+        hu = np.rint(stored.astype(np.float32) * slope + intercept)
+    return np.clip(hu, -32768, 32767, out=hu)
 
 
 def _import_one(task) -> SeriesReport:
-    report, out_dir = task
-    import pydicom
-
-    headers = [
-        pydicom.dcmread(f, stop_before_pixels=True, specific_tags=SCAN_TAGS) for f in report.files
-    ]
+    report, headers, out_dir = task
     reasons = _check_series(headers)
     if reasons:
         report.status, report.reasons = "skipped", reasons
@@ -208,7 +217,7 @@ def import_dicom(
     (StudyInstanceUID, SeriesInstanceUID)."""
     root, out = Path(root), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    groups: dict[str, list[tuple[str, str, object]]] = defaultdict(list)
     unreadable = []
     for folder, dirs, names in os.walk(root):
         dirs.sort()
@@ -220,18 +229,19 @@ def import_dicom(
                     unreadable.append((str(path), problem))
                 continue
             groups[str(ds.SeriesInstanceUID)].append(
-                (str(ds.get("StudyInstanceUID", "")), str(path))
+                (str(ds.get("StudyInstanceUID", "")), str(path), ds)
             )
-    reports = []
+    reports, headers = [], {}
     for series_uid, members in groups.items():
-        study_uid = _first(sorted({s for s, _ in members})) or ""
-        reports.append(SeriesReport(series_uid, study_uid, [p for _, p in members]))
+        study_uid = _first(sorted({s for s, _, _ in members})) or ""
+        reports.append(SeriesReport(series_uid, study_uid, [p for _, p, _ in members]))
+        headers[series_uid] = [h for _, _, h in members]
     reports.sort(key=lambda r: (r.study_uid, r.series_uid))
     for k, report in enumerate(reports):
         report.idx = first_idx + k
     if on_total:
         on_total(len(reports))
-    tasks = [(r, out) for r in reports]
+    tasks = [(r, headers[r.series_uid], out) for r in reports]
     done = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -18,6 +18,7 @@ per access (no file handle is shared between workers).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 
 from radfusion.errors import RadfusionError
 
-__all__ = ["EvalWindows", "TrainWindows", "normalize", "window_starts"]
+__all__ = ["EvalWindows", "TrainWindows", "normalize", "normalize_tensor", "window_starts"]
 
 WINDOW_CENTER, WINDOW_WIDTH = 400.0, 1000.0
 PIXEL_MEAN = 0.15897
@@ -42,11 +43,25 @@ def normalize(
 ) -> np.ndarray:
     """HU -> the network's input: clip to the window, scale to [0, 1], subtract ``mean``."""
     lo = center - width / 2
-    out = np.clip(np.asarray(hu, dtype=np.float32), lo, lo + width)
-    out -= lo
-    out /= width
-    out -= mean
+    hu = np.asarray(hu)
+    if np.issubdtype(hu.dtype, np.integer):  # clip in int16, then one fused float pass
+        clipped = np.clip(hu, math.ceil(lo), math.floor(lo + width))
+    else:
+        clipped = np.clip(hu.astype(np.float32), lo, lo + width)
+    out = np.multiply(clipped, np.float32(1 / width), dtype=np.float32)
+    out += np.float32(-lo / width - mean)
     return out
+
+
+def normalize_tensor(
+    hu: torch.Tensor,
+    center: float = WINDOW_CENTER,
+    width: float = WINDOW_WIDTH,
+    mean: float = PIXEL_MEAN,
+) -> torch.Tensor:
+    """:func:`normalize` for a tensor of HU (e.g. an int16 batch already on the GPU)."""
+    lo = center - width / 2
+    return hu.float().clamp(lo, lo + width).sub_(lo + mean * width).div_(width)
 
 
 def window_starts(n_slices: int, window: int = 24, stride: int | None = None) -> list[int]:
@@ -60,18 +75,16 @@ def window_starts(n_slices: int, window: int = 24, stride: int | None = None) ->
     return starts
 
 
-def _read(cache: Path, idx: int, start: int, window: int) -> np.ndarray:
-    """Slices [start, start + window) in HU, padded with air beyond the study's ends."""
-    vol = np.load(cache / f"{idx}.npy", mmap_mode="r", allow_pickle=False)
-    out = np.full((window, *vol.shape[1:]), AIR_HU, dtype=np.int16)
+def _read(vol: np.ndarray, start: int, window: int, rows: slice, cols: slice) -> np.ndarray:
+    """Slices [start, start + window) of a crop, in HU, padded with air beyond the ends."""
     lo, hi = max(start, 0), min(start + window, vol.shape[0])
+    if lo == start and hi == start + window:
+        return vol[lo:hi, rows, cols]  # a view: normalising copies it once
+    crop = vol[lo:hi, rows, cols]
+    out = np.full((window, *crop.shape[1:]), AIR_HU, dtype=np.int16)
     if hi > lo:
-        out[lo - start : hi - start] = vol[lo:hi]
+        out[lo - start : hi - start] = crop
     return out
-
-
-def _crop(block: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
-    return block[:, top : top + size, left : left + size]
 
 
 def _center(n: int, size: int) -> int:
@@ -89,6 +102,8 @@ class _CacheDataset(Dataset):
             )
         self.studies = studies
         self.window, self.crop = window, crop
+        self._maps: dict[int, np.ndarray] = {}
+        self._pid = os.getpid()
         self.shapes = {
             int(i): tuple(np.load(self.cache / f"{i}.npy", mmap_mode="r").shape)
             for i in studies.index
@@ -96,6 +111,19 @@ class _CacheDataset(Dataset):
         side = min(s[1] for s in self.shapes.values())
         if crop > side:
             raise RadfusionError(f"crop {crop} is larger than the cached slices ({side} px)")
+
+    def volume(self, idx: int) -> np.ndarray:
+        """The cached volume, memory-mapped once per process (a forked worker maps its own)."""
+        if os.getpid() != self._pid:
+            self._maps, self._pid = {}, os.getpid()
+        if idx not in self._maps:
+            self._maps[idx] = np.load(self.cache / f"{idx}.npy", mmap_mode="r", allow_pickle=False)
+        return self._maps[idx]
+
+    def __getstate__(self):  # workers started by spawn get no maps, only paths
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        return state
 
 
 class EvalWindows(_CacheDataset):
@@ -109,8 +137,12 @@ class EvalWindows(_CacheDataset):
         window: int = 24,
         stride: int | None = None,
         crop: int = 192,
+        normalized: bool = True,
     ):
         super().__init__(cache_dir, studies, window, crop)
+        # normalized=False yields int16 HU (half the bytes, no float pass here): normalise on
+        # the device with normalize_tensor, the fast path for a GPU.
+        self.normalized = normalized
         self.items = [
             (int(i), s)
             for i in studies.index
@@ -122,9 +154,17 @@ class EvalWindows(_CacheDataset):
 
     def __getitem__(self, k):
         idx, start = self.items[k]
-        block = _read(self.cache, idx, start, self.window)
-        _, h, w = block.shape
-        block = _crop(block, self.crop, _center(h, self.crop), _center(w, self.crop))
+        _, h, w = self.shapes[idx]
+        top, left = _center(h, self.crop), _center(w, self.crop)
+        block = _read(
+            self.volume(idx),
+            start,
+            self.window,
+            slice(top, top + self.crop),
+            slice(left, left + self.crop),
+        )
+        if not self.normalized:
+            return torch.from_numpy(np.array(block)[None]), idx, start
         return torch.from_numpy(normalize(block)[None]), idx, start
 
 
@@ -197,7 +237,7 @@ class TrainWindows(_CacheDataset):
     def __getitem__(self, k):
         rng = np.random.default_rng([self.seed, self.epoch, k])
         idx, start = self.sample(k, rng)
-        block = _read(self.cache, idx, start, self.window)
+        block = _read(self.volume(idx), start, self.window, slice(None), slice(None))
         _, h, w = block.shape
         if self.augment:
             top, left = (
