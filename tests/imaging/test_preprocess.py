@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,3 +119,35 @@ def test_killed_run_resumes_and_ends_equal_to_a_clean_build(small_cohort, tmp_pa
     assert meta["bytes"] == (folder / f"{clean.built[0]}.npy").stat().st_size
     again = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "nothing to do" in again.stdout
+
+
+def test_cli_preprocess_and_import_dicom(small_cohort, tmp_path):
+    from pydicom.data import get_testdata_file
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+
+    runner = CliRunner()
+    args = [
+        "preprocess",
+        str(small_cohort),
+        "--cache",
+        str(tmp_path / "c"),
+        "--size",
+        "12",
+        "--workers",
+        "2",
+    ]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "built 60" in first.output, first.output
+    second = runner.invoke(app, args)
+    assert "nothing to do" in second.output
+    third = runner.invoke(app, [*args[:-4], "--size", "10", "--workers", "1"])
+    assert "built 60" in third.output and len(list((tmp_path / "c").iterdir())) == 2
+
+    src = tmp_path / "dicom"
+    src.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "a")
+    result = runner.invoke(app, ["import-dicom", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 0 and "imported 1 series" in result.output
+    assert np.load(tmp_path / "out" / "1.npy").shape == (1, 128, 128)
