@@ -1,0 +1,228 @@
+"""PENet: the 3-D ResNeXt-style CNN of the imaging-only model, and a registry of its sizes.
+
+Written from the architecture's description (see docs): a stem (7x7x7 convolution with stride
+(1, 2, 2), GroupNorm, LeakyReLU, 3x3x3 max-pool), four stages of bottleneck blocks with grouped
+3x3x3 convolutions (cardinality 32), GroupNorm with channels/16 groups, squeeze-excitation,
+the last norm of each block starting at zero, stochastic depth falling linearly to 0.5
+survival, then global average pooling and a linear head whose bias starts at the focal-loss
+prior -log(99).
+
+A CT window has one channel. The original repeats it to three channels for a video-pretrained
+stem; here the repeat is folded into the stem instead (its kernel summed over the three input
+channels), which computes the same thing with a third of the stem's work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from radfusion.errors import RadfusionError
+
+__all__ = ["MODELS", "PENet", "PENetConfig", "create_model", "register_model"]
+
+
+@dataclass(frozen=True)
+class PENetConfig:
+    layers: tuple[int, ...] = (3, 4, 6, 3)
+    widths: tuple[int, ...] = (128, 256, 512, 1024)  # bottleneck widths per stage
+    stem_channels: int = 64
+    expansion: int = 2
+    cardinality: int = 32
+    se_reduction: int = 16
+    gn_channels_per_group: int = 16
+    min_survival: float = 0.5  # stochastic depth: survival falls linearly to this
+    num_classes: int = 1
+    in_chans: int = 1
+    prior: float = 0.01  # the head's bias starts at logit(prior) = -log(99)
+
+
+def _gn(channels: int, per_group: int) -> nn.GroupNorm:
+    return nn.GroupNorm(max(channels // per_group, 1), channels)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.fc1 = nn.Conv3d(channels, hidden, 1)
+        self.fc2 = nn.Conv3d(hidden, channels, 1)
+
+    def forward(self, x):
+        s = x.mean(dim=(2, 3, 4), keepdim=True)
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+        return x * s
+
+
+class Bottleneck(nn.Module):
+    def __init__(
+        self,
+        cin: int,
+        width: int,
+        cout: int,
+        *,
+        stride: int,
+        cardinality: int,
+        se_reduction: int,
+        per_group: int,
+        survival: float,
+    ):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
+        self.norm1 = _gn(width, per_group)
+        self.conv2 = nn.Conv3d(
+            width, width, 3, stride=stride, padding=1, groups=cardinality, bias=False
+        )
+        self.norm2 = _gn(width, per_group)
+        self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
+        self.norm3 = _gn(cout, per_group)
+        nn.init.zeros_(self.norm3.weight)  # each block starts as the identity
+        self.se = SqueezeExcite(cout, se_reduction)
+        self.act = nn.LeakyReLU(inplace=True)
+        self.survival = survival
+        self.shortcut = (
+            nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _gn(cout, per_group))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        identity = self.shortcut(x)
+        if self.training and self.survival < 1.0:
+            # Stochastic depth, per sample: a dropped residual leaves only the shortcut.
+            keep = torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) < self.survival
+            if not keep.any():
+                return self.act(identity)
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.act(self.norm2(self.conv2(out)))
+        out = self.se(self.norm3(self.conv3(out)))
+        if self.training and self.survival < 1.0:
+            out = out * keep / self.survival
+        return self.act(out + identity)
+
+
+class PENet(nn.Module):
+    """PENet for 1-channel CT windows shaped [B, 1, slices, H, W] -> logits [B, classes]."""
+
+    def __init__(self, config: PENetConfig = PENetConfig()):
+        super().__init__()
+        self.config = config
+        c = config
+        self.stem = nn.Sequential(
+            nn.Conv3d(c.in_chans, c.stem_channels, 7, stride=(1, 2, 2), padding=3, bias=False),
+            _gn(c.stem_channels, c.gn_channels_per_group),
+            nn.LeakyReLU(inplace=True),
+            nn.MaxPool3d(3, stride=2, padding=1),
+        )
+        blocks, cin = [], c.stem_channels
+        total, k = sum(c.layers), 0
+        stages = []
+        for stage, (n, width) in enumerate(zip(c.layers, c.widths, strict=True)):
+            cout = width * c.expansion
+            blocks = []
+            for b in range(n):
+                survival = 1.0 - (1.0 - c.min_survival) * k / max(total - 1, 1)
+                blocks.append(
+                    Bottleneck(
+                        cin,
+                        width,
+                        cout,
+                        stride=2 if (b == 0 and stage > 0) else 1,
+                        cardinality=c.cardinality,
+                        se_reduction=c.se_reduction,
+                        per_group=c.gn_channels_per_group,
+                        survival=survival,
+                    )
+                )
+                cin, k = cout, k + 1
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = cin
+        self.head = nn.Linear(cin, c.num_classes)
+        nn.init.constant_(self.head.bias, math.log(c.prior / (1 - c.prior)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding [B, num_features] (what fusion models reuse)."""
+        x = self.stages(self.stem(x))
+        return x.mean(dim=(2, 3, 4))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.config.in_chans:
+            raise RadfusionError(
+                f"PENet expects windows shaped [batch, {self.config.in_chans}, slices, H, W]; "
+                f"got {list(x.shape)}"
+            )
+        return self.forward_head(self.forward_features(x))
+
+    def describe(self) -> dict:
+        """What a checkpoint records to rebuild this model."""
+        return asdict(self.config)
+
+
+MODELS: dict[str, Callable[..., PENet]] = {}
+
+
+def register_model(fn: Callable[..., PENet]) -> Callable[..., PENet]:
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def create_model(name: str, **overrides) -> PENet:
+    """Build a registered model; ``overrides`` replace fields of its config."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RadfusionError(f"unknown model {name!r}{hint}; known: {sorted(MODELS)}")
+    return MODELS[name](**overrides)
+
+
+def _build(base: PENetConfig, overrides: dict) -> PENet:
+    fields = set(PENetConfig.__dataclass_fields__)
+    unknown = set(overrides) - fields
+    if unknown:
+        raise RadfusionError(
+            f"unknown PENet argument(s) {sorted(unknown)}; known: {sorted(fields)}"
+        )
+    values = {**asdict(base), **overrides}
+    values["layers"], values["widths"] = tuple(values["layers"]), tuple(values["widths"])
+    return PENet(PENetConfig(**values))
+
+
+@register_model
+def penet_50(**overrides) -> PENet:
+    """The paper's PENet: [3, 4, 6, 3] blocks, widths 128-1024, cardinality 32 (28.4 M)."""
+    return _build(PENetConfig(), overrides)
+
+
+@register_model
+def penet_small(**overrides) -> PENet:
+    """[1, 2, 2, 1] blocks at half width: a CPU-sized PENet (about 1.5 M parameters)."""
+    return _build(
+        PENetConfig(
+            layers=(1, 2, 2, 1), widths=(64, 128, 256, 512), stem_channels=32, cardinality=16
+        ),
+        overrides,
+    )
+
+
+@register_model
+def penet_tiny(**overrides) -> PENet:
+    """[1, 1, 1, 1] blocks, widths 16-128: for tests and the CPU demo."""
+    return _build(
+        PENetConfig(
+            layers=(1, 1, 1, 1),
+            widths=(16, 32, 64, 128),
+            stem_channels=16,
+            cardinality=4,
+            se_reduction=8,
+        ),
+        overrides,
+    )

@@ -1,0 +1,296 @@
+"""Training and study-level inference for PENet, with PyTorch Lightning.
+
+Lightning provides checkpoint/resume, multi-GPU/multi-node DDP, mixed precision, gradient
+accumulation, progress bars and CSV logs; this module provides the LightningModule (binary
+focal loss, SGD or AdamW with linear warm-up then cosine decay, validation AUROC at study
+level), the data module over the volume cache, and inference over every window of a study.
+
+Determinism: data order comes from per-item generators seeded by (seed, epoch, item), and the
+global torch generator (stochastic depth) is reseeded at every epoch start from (seed, epoch),
+so a run resumed from an epoch checkpoint ends with the same weights as one never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader
+
+from radfusion.errors import RadfusionError
+from radfusion.imaging.penet import create_model
+from radfusion.imaging.windows import EvalWindows, TrainWindows
+
+__all__ = [
+    "PENetModule",
+    "TrainConfig",
+    "focal_loss",
+    "load_checkpoint",
+    "predict_studies",
+    "train_image",
+]
+
+
+@dataclass
+class TrainConfig:
+    """The paper's recipe as defaults (SGD 1e-2, momentum 0.9, weight decay 1e-3, focal
+    gamma 2, abnormal windows 30%); sizes default to a CPU run."""
+
+    model: str = "penet_tiny"
+    model_args: dict = field(default_factory=dict)
+    max_epochs: int = 10
+    windows_per_epoch: int = 256
+    batch_size: int = 4
+    accumulate: int = 1  # gradient accumulation, to emulate the paper's batch on small memory
+    optimizer: str = "sgd"  # sgd (the paper's) or adamw
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    warmup_fraction: float = 0.1
+    focal_gamma: float = 2.0
+    abnormal_prob: float = 0.3
+    window: int = 24
+    crop: int = 192
+    eval_stride: int | None = None
+    aggregate: str = "max"  # study probability: max over windows (the paper's), mean, top3
+    num_workers: int = 0
+    seed: int = 0
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al.): BCE down-weighted by (1 - p_t) ** gamma, averaged."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+def aggregate(probs: np.ndarray, how: str) -> float:
+    if how == "max":
+        return float(np.max(probs))
+    if how == "mean":
+        return float(np.mean(probs))
+    if how.startswith("top"):
+        k = int(how[3:] or 3)
+        return float(np.mean(np.sort(probs)[-k:]))
+    raise RadfusionError(f"unknown aggregation {how!r}; use max, mean or topK (e.g. top3)")
+
+
+class PENetModule(L.LightningModule):
+    def __init__(self, config: dict, preprocessing: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()  # config and preprocessing: plain data, in every checkpoint
+        self.cfg = TrainConfig(**config)
+        self.model = create_model(self.cfg.model, **self.cfg.model_args)
+        self._val: dict[int, list[float]] = {}
+        self.val_labels: dict[int, int] = {}
+
+    def forward(self, x):
+        return self.model(x)
+
+    def on_train_epoch_start(self):
+        torch.manual_seed(self.cfg.seed * 100_003 + self.current_epoch)
+        data = self.trainer.train_dataloader.dataset
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x).squeeze(1)
+        loss = focal_loss(logits, y.float(), self.cfg.focal_gamma)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val = {}
+
+    def validation_step(self, batch, batch_idx):
+        x, idx, _ = batch
+        probs = torch.sigmoid(self.model(x).squeeze(1)).float().cpu().numpy()
+        for i, p in zip(idx.tolist(), probs, strict=True):
+            self._val.setdefault(int(i), []).append(float(p))
+
+    def on_validation_epoch_end(self):
+        ids = sorted(self._val)
+        y = np.array([self.val_labels[i] for i in ids])
+        p = np.array([aggregate(np.array(self._val[i]), self.cfg.aggregate) for i in ids])
+        auroc = roc_auc_score(y, p) if len(np.unique(y)) == 2 else 0.5
+        self.log("val_auroc", float(auroc), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        params = self.model.parameters()
+        if self.cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                params,
+                lr=self.cfg.lr,
+                momentum=self.cfg.momentum,
+                weight_decay=self.cfg.weight_decay,
+            )
+        elif self.cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        else:
+            raise RadfusionError(f"unknown optimizer {self.cfg.optimizer!r}; use sgd or adamw")
+        total = max(self.trainer.estimated_stepping_batches, 1)
+        warmup = max(int(total * self.cfg.warmup_fraction), 1)
+
+        def schedule(step):
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _loader(data, cfg: TrainConfig, shuffle=False):
+    return DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        num_workers=cfg.num_workers,
+        persistent_workers=False,
+    )
+
+
+def train_image(
+    cohort,
+    cache_dir,
+    out_dir,
+    config: TrainConfig,
+    *,
+    trainer_args=None,
+    preprocessing: dict | None = None,
+):
+    """Train on the cohort's train split, select by validation AUROC, write checkpoints, logs
+    and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``."""
+    out = Path(out_dir)
+    for split in ("train", "val"):
+        if cohort.split(split).empty:
+            raise RadfusionError(f"the {split} split is empty: PENet needs train and val studies")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    train = TrainWindows(
+        cache_dir,
+        cohort.split("train"),
+        cohort.annotations,
+        length=config.windows_per_epoch,
+        window=config.window,
+        crop=config.crop,
+        abnormal_prob=config.abnormal_prob,
+        seed=config.seed,
+    )
+    val = EvalWindows(
+        cache_dir,
+        cohort.split("val"),
+        window=config.window,
+        crop=config.crop,
+        stride=config.eval_stride,
+    )
+    module = PENetModule(asdict(config), preprocessing)
+    module.val_labels = cohort.split("val")["label"].astype(int).to_dict()
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best-{epoch}-{val_auroc:.4f}",
+        monitor="val_auroc",
+        mode="max",
+        save_top_k=1,
+    )
+    # A second checkpoint, written after every epoch whatever the metric, is what a resume
+    # starts from (save_last on the monitored one only fires when the best improves).
+    latest = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="epoch-{epoch}",
+        save_top_k=1,
+        save_last=True,
+        every_n_epochs=1,
+    )
+    args = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_model_summary": False,
+        "logger": L.pytorch.loggers.CSVLogger(out, name="logs"),
+        **(trainer_args or {}),
+    }
+    extra_callbacks = args.pop("callbacks", [])
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=config.max_epochs,
+        callbacks=[checkpoints, latest, *extra_callbacks],
+        deterministic=True,
+        accumulate_grad_batches=config.accumulate,
+        num_sanity_val_steps=0,
+        **args,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.fit(
+        module,
+        _loader(train, config),
+        _loader(val, config),
+        ckpt_path=str(last) if last.exists() else None,
+    )
+    best = checkpoints.best_model_path or str(last)
+    model, _ = load_checkpoint(best)
+    predictions = predict_studies(model, cache_dir, cohort.studies, config)
+    predictions["split"] = cohort.studies.loc[predictions["idx"], "split"].to_numpy()
+    from radfusion.io import write_csv
+
+    write_csv(
+        predictions[["idx", "prob", "split", "best_start", "best_end"]],
+        out / "predictions" / "image.csv",
+        float_format="%.8f",
+    )
+    return best, predictions
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """Rebuild a model from a checkpoint alone (weights_only: no pickle)."""
+    path = Path(path)
+    if not path.exists():
+        raise RadfusionError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = ckpt.get("hyper_parameters", {})
+    if "config" not in hp:
+        raise RadfusionError(f"{path}: not a radfusion PENet checkpoint (no config inside)")
+    config = TrainConfig(**hp["config"])
+    model = create_model(config.model, **config.model_args)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RadfusionError(
+            f"{path}: weights do not fit {config.model} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.eval(), config
+
+
+@torch.inference_mode()
+def predict_studies(
+    model, cache_dir, studies: pd.DataFrame, config: TrainConfig, batch_size: int | None = None
+) -> pd.DataFrame:
+    """Every window of every study; study probability = aggregate over windows; the best
+    window's slice range is returned too."""
+    data = EvalWindows(
+        cache_dir, studies, window=config.window, crop=config.crop, stride=config.eval_stride
+    )
+    loader = DataLoader(
+        data, batch_size=batch_size or config.batch_size, num_workers=config.num_workers
+    )
+    per: dict[int, list[tuple[float, int]]] = {}
+    model.eval()
+    for x, idx, start in loader:
+        probs = torch.sigmoid(model(x).squeeze(1)).float().numpy()
+        for i, s, p in zip(idx.tolist(), start.tolist(), probs, strict=True):
+            per.setdefault(int(i), []).append((float(p), int(s)))
+    rows = []
+    for i in studies.index:
+        values = per[int(i)]
+        probs = np.array([p for p, _ in values])
+        best = values[int(np.argmax(probs))][1]
+        rows.append((int(i), aggregate(probs, config.aggregate), best, best + config.window - 1))
+    return pd.DataFrame(rows, columns=["idx", "prob", "best_start", "best_end"])

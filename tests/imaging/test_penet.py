@@ -1,0 +1,65 @@
+"""PENet: size, shapes, the folded stem, the registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from radfusion.errors import RadfusionError
+from radfusion.imaging.penet import create_model
+
+
+def test_penet_50_has_28_4_million_parameters():
+    model = create_model("penet_50")
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - 28.4e6) / 28.4e6 < 0.005
+    assert model.num_features == 2048
+
+
+def test_shapes_features_and_head():
+    model = create_model("penet_tiny").eval()
+    x = torch.randn(2, 1, 24, 64, 64)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model(x)
+    assert features.shape == (2, model.num_features) and logits.shape == (2, 1)
+    torch.testing.assert_close(model.forward_head(features), logits)
+    assert model.head.bias.item() == pytest.approx(-math.log(99))
+
+
+def test_folded_stem_equals_the_three_channel_repeat():
+    """The original repeats the CT channel 3 times; summing the stem kernel over its input
+    channels computes the same convolution."""
+    torch.manual_seed(0)
+    weight3 = torch.randn(8, 3, 7, 7, 7)
+    x = torch.randn(1, 1, 10, 20, 20)
+    repeated = F.conv3d(x.repeat(1, 3, 1, 1, 1), weight3, stride=(1, 2, 2), padding=3)
+    folded = F.conv3d(x, weight3.sum(dim=1, keepdim=True), stride=(1, 2, 2), padding=3)
+    torch.testing.assert_close(folded, repeated, rtol=1e-4, atol=1e-4)
+    model = create_model("penet_tiny")
+    assert model.stem[0].weight.shape[1] == 1  # our stem is the folded one
+
+
+def test_wrong_window_shape_and_unknown_names_are_clear_errors():
+    model = create_model("penet_tiny")
+    with pytest.raises(RadfusionError, match=r"expects windows shaped \[batch, 1"):
+        model(torch.randn(1, 3, 24, 32, 32))
+    with pytest.raises(RadfusionError, match="did you mean 'penet_50'"):
+        create_model("penet50")
+    with pytest.raises(RadfusionError, match="unknown PENet argument"):
+        create_model("penet_tiny", depth=3)
+
+
+def test_overrides_change_the_architecture():
+    model = create_model("penet_tiny", num_classes=3, layers=(2, 1, 1, 1))
+    assert model.head.out_features == 3 and len(model.stages[0]) == 2
+
+
+def test_last_norm_of_each_block_starts_at_zero():
+    model = create_model("penet_tiny")
+    for stage in model.stages:
+        for block in stage:
+            assert torch.count_nonzero(block.norm3.weight) == 0

@@ -1,0 +1,121 @@
+"""PENet training with Lightning: the loss, learning, checkpoints and an exact resume."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from radfusion.data import Cohort
+from radfusion.imaging.penet import create_model
+from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
+from radfusion.imaging.train import TrainConfig, focal_loss, load_checkpoint, train_image
+
+warnings.filterwarnings("ignore", module="lightning")
+
+QUIET = {"enable_progress_bar": False, "logger": False}
+
+
+def test_focal_loss_by_hand():
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    y = torch.tensor([1.0, 0.0, 0.0])
+    p = torch.sigmoid(logits)
+    p_t = torch.where(y == 1, p, 1 - p)
+    expected = (-((1 - p_t) ** 2) * torch.log(p_t)).mean()
+    torch.testing.assert_close(focal_loss(logits, y, 2.0), expected)
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = create_model("penet_tiny", min_survival=1.0)
+    x = torch.randn(4, 1, 24, 32, 32)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    x[y == 1] += 0.5  # learnable
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = focal_loss(model(x).squeeze(1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.fixture(scope="module")
+def cache(small_cohort, tmp_path_factory):
+    cohort = Cohort.load(small_cohort)
+    summary = build_cache(
+        cohort_volumes(cohort), tmp_path_factory.mktemp("cache"), PreprocessParams(size=16)
+    )
+    return cohort, summary.folder
+
+
+CFG = dict(
+    model="penet_tiny",
+    windows_per_epoch=8,
+    batch_size=4,
+    crop=16,
+    optimizer="adamw",
+    lr=1e-3,
+    seed=5,
+)
+
+
+def _weights(path):
+    model, _ = load_checkpoint(path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_train_writes_checkpoints_and_predictions(cache, tmp_path):
+    cohort, folder = cache
+    best, predictions = train_image(
+        cohort, folder, tmp_path, TrainConfig(max_epochs=1, **CFG), trainer_args=QUIET
+    )
+    assert sorted(predictions["idx"]) == sorted(cohort.studies.index)
+    assert predictions["prob"].between(0, 1).all()
+    written = (tmp_path / "predictions" / "image.csv").read_text().splitlines()[0]
+    assert written.startswith("idx,prob,split")
+    model, config = load_checkpoint(best)  # the checkpoint describes itself
+    assert config.model == "penet_tiny" and sum(p.numel() for p in model.parameters()) > 0
+
+
+class _Crash(L.Callback):
+    """Dies at the start of epoch ``at``, as a killed run would (last.ckpt is from before)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
+    cohort, folder = cache
+    config = TrainConfig(max_epochs=3, **CFG)
+    train_image(cohort, folder, tmp_path / "straight", config, trainer_args=QUIET)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_image(
+            cohort,
+            folder,
+            tmp_path / "resumed",
+            config,
+            trainer_args={**QUIET, "callbacks": [_Crash(at=2)]},
+        )
+    assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
+    train_image(cohort, folder, tmp_path / "resumed", config, trainer_args=QUIET)  # resumes
+    a = _weights(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    b = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    pa = np.loadtxt(
+        tmp_path / "straight" / "predictions" / "image.csv", delimiter=",", skiprows=1, usecols=1
+    )
+    pb = np.loadtxt(
+        tmp_path / "resumed" / "predictions" / "image.csv", delimiter=",", skiprows=1, usecols=1
+    )
+    np.testing.assert_array_equal(pa, pb)
