@@ -473,6 +473,118 @@ def preprocess(
         raise typer.Exit(2)
 
 
+@command("train-image")
+def train_image_command(
+    data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
+    cache: Annotated[Path, typer.Option(help="The cache root given to radfusion preprocess.")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, logs, predictions).")],
+    model: Annotated[
+        str, typer.Option(help="penet_50 (the paper's), penet_small, penet_tiny.")
+    ] = "penet_50",
+    size: Annotated[int, typer.Option(help="The cached slice size to train on.")] = 224,
+    crop: Annotated[int, typer.Option(help="Crop of each slice (random in training).")] = 192,
+    max_epochs: Annotated[int, typer.Option(help="Epochs.")] = 10,
+    windows_per_epoch: Annotated[int, typer.Option(help="Training windows per epoch.")] = 2048,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 4,
+    accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    optimizer: Annotated[str, typer.Option(help="sgd (the paper's) or adamw.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(help="Local checkpoint to start from (ours or the original PENet format)."),
+    ] = None,
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of data order and initialisation.")] = 0,
+    accelerator: Annotated[
+        str, typer.Option(help="Lightning accelerator: cpu, gpu, auto.")
+    ] = "cpu",
+    devices: Annotated[str, typer.Option(help="Lightning devices, e.g. 1, 4 or auto.")] = "1",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy, e.g. auto or ddp.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="Lightning precision, e.g. 32 or 16-mixed.")
+    ] = "32-true",
+) -> None:
+    """Train PENet on the cached windows; write checkpoints, logs and predictions/image.csv.
+    Rerunning the same command resumes from the last epoch's checkpoint."""
+    from dataclasses import asdict
+
+    from radfusion.data.cohort import Cohort
+    from radfusion.imaging.preprocess import PreprocessParams, cache_folder
+    from radfusion.imaging.train import TrainConfig, train_image
+
+    cohort = Cohort.load(data_dir)
+    params = PreprocessParams(size=size)
+    folder = cache_folder(cache, params)
+    if not folder.is_dir():
+        _fail(
+            f"{folder}: no cache for --size {size}; run radfusion preprocess {data_dir} "
+            f"--cache {cache} --size {size} first"
+        )
+    config = TrainConfig(
+        model=model,
+        max_epochs=max_epochs,
+        windows_per_epoch=windows_per_epoch,
+        batch_size=batch_size,
+        accumulate=accumulate,
+        optimizer=optimizer,
+        lr=lr,
+        crop=crop,
+        num_workers=num_workers,
+        seed=seed,
+    )
+    trainer_args = {
+        "accelerator": accelerator,
+        "devices": int(devices) if devices.isdigit() else devices,
+        "strategy": strategy,
+        "precision": precision,
+    }
+    best, predictions = train_image(
+        cohort,
+        folder,
+        out,
+        config,
+        trainer_args=trainer_args,
+        preprocessing=asdict(params),
+        pretrained=pretrained,
+    )
+    console.print(f"best checkpoint: {best}")
+    console.print(f"wrote {out / 'predictions' / 'image.csv'} ({len(predictions)} studies)")
+
+
+@command("predict-image")
+def predict_image_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A train-image checkpoint (.ckpt).")],
+    data_dir: Annotated[Path, typer.Argument(help="The cohort whose studies to score.")],
+    cache: Annotated[Path, typer.Option(help="The cache root given to radfusion preprocess.")],
+    out: Annotated[Path, typer.Option(help="Predictions CSV to write (idx, prob, split, ...).")],
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 8,
+) -> None:
+    """Score studies with a checkpoint alone: the model and its preprocessing are rebuilt
+    from what the checkpoint records."""
+    import torch
+
+    from radfusion.data.cohort import Cohort
+    from radfusion.imaging.preprocess import PreprocessParams, cache_folder
+    from radfusion.imaging.train import load_checkpoint, predict_studies
+    from radfusion.io import write_csv
+
+    model, config = load_checkpoint(checkpoint)
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    prep = blob.get("hyper_parameters", {}).get("preprocessing") or {}
+    params = PreprocessParams(
+        **{k: v for k, v in prep.items() if k in ("size", "hu_intercept", "chunk")}
+    )
+    cohort = Cohort.load(data_dir)
+    studies = cohort.studies if split is None else cohort.split(split)
+    predictions = predict_studies(
+        model, cache_folder(cache, params), studies, config, batch_size=batch_size
+    )
+    predictions.insert(2, "split", studies.loc[predictions["idx"], "split"].to_numpy())
+    write_csv(predictions, out, float_format="%.8f")
+    console.print(f"wrote {out} ({len(predictions)} studies)")
+
+
 def main() -> None:
     """Entry point: user errors print one or two lines and exit 2; bugs keep tracebacks."""
     try:

@@ -63,3 +63,37 @@ def test_last_norm_of_each_block_starts_at_zero():
     for stage in model.stages:
         for block in stage:
             assert torch.count_nonzero(block.norm3.weight) == 0
+
+
+def test_pretrained_import_of_an_original_format_checkpoint(tmp_path):
+    """DataParallel prefixes stripped, a 3-channel stem folded, the 600-class head dropped."""
+    from radfusion.imaging.pretrained import load_pretrained
+
+    source = create_model("penet_tiny", in_chans=3, num_classes=600)
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save(state, tmp_path / "kinetics.pth")
+    model = create_model("penet_tiny")
+    report = load_pretrained(model, tmp_path / "kinetics.pth")
+    assert report.folded == ["stem.0.weight"]
+    assert {k for k, _, _ in report.mismatched} == {"head.weight", "head.bias"}
+    torch.testing.assert_close(model.stem[0].weight, source.stem[0].weight.sum(dim=1, keepdim=True))
+    block = "stages.1.0.conv2.weight"
+    torch.testing.assert_close(model.state_dict()[block], source.state_dict()[block])
+
+
+class _Evil:
+    """Any Python object: a weights-only load must refuse to unpickle it."""
+
+
+def test_pretrained_refuses_another_architecture_and_pickles(tmp_path):
+    from radfusion.imaging.pretrained import load_pretrained
+
+    torch.save(create_model("penet_small").state_dict(), tmp_path / "other.pth")
+    with pytest.raises(RadfusionError, match="tensors fit this model"):
+        load_pretrained(create_model("penet_tiny"), tmp_path / "other.pth")
+
+    torch.save({"state_dict": {"x": _Evil()}}, tmp_path / "evil.pth")
+    with pytest.raises(RadfusionError, match="weights_only=True"):
+        load_pretrained(create_model("penet_tiny"), tmp_path / "evil.pth")
+    with pytest.raises(RadfusionError, match="nothing is downloaded"):
+        load_pretrained(create_model("penet_tiny"), tmp_path / "absent.pth")

@@ -132,3 +132,88 @@ def test_same_seed_same_run(cache, tmp_path):
     b = _weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)  # bit for bit
+
+
+def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+
+    runner = CliRunner()
+    cache = tmp_path / "cache"
+    assert (
+        runner.invoke(
+            app,
+            [
+                "preprocess",
+                str(small_cohort),
+                "--cache",
+                str(cache),
+                "--size",
+                "16",
+                "--workers",
+                "1",
+            ],
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app,
+        [
+            "train-image",
+            str(small_cohort),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "run"),
+            "--model",
+            "penet_tiny",
+            "--size",
+            "16",
+            "--crop",
+            "16",
+            "--max-epochs",
+            "1",
+            "--windows-per-epoch",
+            "8",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "1e-3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    trained = pd.read_csv(tmp_path / "run" / "predictions" / "image.csv")
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    result = runner.invoke(
+        app,
+        [
+            "predict-image",
+            str(best),
+            str(small_cohort),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "again.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    again = pd.read_csv(tmp_path / "again.csv")
+    np.testing.assert_allclose(again["prob"], trained["prob"], atol=1e-7)
+    assert (again["best_end"] - again["best_start"] == 23).all()
+
+    missing = runner.invoke(
+        app,
+        [
+            "train-image",
+            str(small_cohort),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "x"),
+            "--size",
+            "32",
+        ],
+    )
+    assert missing.exit_code == 2 and "run radfusion preprocess" in missing.output

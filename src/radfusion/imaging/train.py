@@ -12,6 +12,7 @@ so a run resumed from an epoch checkpoint ends with the same weights as one neve
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -167,6 +168,7 @@ def train_image(
     *,
     trainer_args=None,
     preprocessing: dict | None = None,
+    pretrained=None,
 ):
     """Train on the cohort's train split, select by validation AUROC, write checkpoints, logs
     and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``."""
@@ -194,6 +196,13 @@ def train_image(
     )
     module = PENetModule(asdict(config), preprocessing)
     module.val_labels = cohort.split("val")["label"].astype(int).to_dict()
+    last = out / "checkpoints" / "last.ckpt"
+    if pretrained is not None and not last.exists():  # a resume keeps its own weights
+        from radfusion.imaging.pretrained import load_pretrained
+
+        report = load_pretrained(module.model, pretrained)
+        for line in report.lines():
+            logging.getLogger("radfusion").warning("pretrained %s: %s", pretrained, line)
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best-{epoch}-{val_auroc:.4f}",
@@ -227,7 +236,6 @@ def train_image(
         num_sanity_val_steps=0,
         **args,
     )
-    last = out / "checkpoints" / "last.ckpt"
     trainer.fit(
         module,
         _loader(train, config),
