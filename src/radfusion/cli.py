@@ -500,6 +500,7 @@ def train_image_command(
     ] = "cpu",
     devices: Annotated[str, typer.Option(help="Lightning devices, e.g. 1, 4 or auto.")] = "1",
     strategy: Annotated[str, typer.Option(help="Lightning strategy, e.g. auto or ddp.")] = "auto",
+    num_nodes: Annotated[int, typer.Option(help="Machines (multi-node DDP, e.g. SLURM).")] = 1,
     precision: Annotated[
         str, typer.Option(help="Lightning precision, e.g. 32 or 16-mixed.")
     ] = "32-true",
@@ -536,6 +537,7 @@ def train_image_command(
         "accelerator": accelerator,
         "devices": int(devices) if devices.isdigit() else devices,
         "strategy": strategy,
+        "num_nodes": num_nodes,
         "precision": precision,
     }
     best, predictions = train_image(
