@@ -29,6 +29,20 @@ err_console = Console(stderr=True)
 SYNTH_MARKER = "synthetic.json"
 
 
+def _progress():
+    """One progress bar style for every long command (hidden once done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -76,8 +90,6 @@ def synth(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier synthetic cohort.")] = False,
 ) -> None:
     """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from radfusion.data.synthetic.design import MIN_STUDIES
     from radfusion.data.synthetic.writer import write_synthetic_cohort
     from radfusion.io import write_json
@@ -96,14 +108,7 @@ def synth(
     median = 386 if slice_range is None else sum(slice_range) / 2
     gib = studies * median * size * size * 2 / 2**30
     console.print(f"Writing {studies} studies ({size}x{size}, ~{gib:.1f} GiB) to {out_dir}")
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("volumes", total=studies)
         cohort = write_synthetic_cohort(
             out_dir,
@@ -374,19 +379,11 @@ def import_dicom_command(
     first_idx: Annotated[int, typer.Option(help="idx of the first series.")] = 1,
 ) -> None:
     """Import every axial CT series as {idx}.npy (int16 HU, head to foot)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
     from radfusion.imaging.dicom import import_dicom
 
     if not dicom_root.is_dir():
         _fail(f"{dicom_root}: not a folder")
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("series", total=None)
         result = import_dicom(
             dicom_root,
@@ -420,8 +417,6 @@ def preprocess(
     verify: Annotated[bool, typer.Option(help="Also check every entry's checksum.")] = False,
 ) -> None:
     """Build the volume cache: HU, slices resized, int16. Reruns resume and skip what is done."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from radfusion.data.cohort import Cohort
     from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
 
@@ -432,14 +427,7 @@ def preprocess(
     cohort = Cohort.load(data_dir, hu_intercept=hu_intercept)
     params = PreprocessParams(size=size, hu_intercept=hu_intercept)
     try:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("studies", total=None)
             summary = build_cache(
                 cohort_volumes(cohort),
