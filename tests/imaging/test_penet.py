@@ -97,3 +97,13 @@ def test_pretrained_refuses_another_architecture_and_pickles(tmp_path):
         load_pretrained(create_model("penet_tiny"), tmp_path / "evil.pth")
     with pytest.raises(RadfusionError, match="nothing is downloaded"):
         load_pretrained(create_model("penet_tiny"), tmp_path / "absent.pth")
+
+
+def test_backward_through_dropped_blocks():
+    """Stochastic depth can drop every residual of a batch; backward must still work."""
+    torch.manual_seed(0)
+    model = create_model("penet_tiny", min_survival=0.01).train()
+    x = torch.randn(1, 1, 24, 32, 32, requires_grad=True)
+    for _ in range(4):
+        model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

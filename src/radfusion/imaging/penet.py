@@ -96,8 +96,8 @@ class Bottleneck(nn.Module):
         if self.training and self.survival < 1.0:
             # Stochastic depth, per sample: a dropped residual leaves only the shortcut.
             keep = torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) < self.survival
-            if not keep.any():
-                return self.act(identity)
+            if not keep.any():  # not in place: identity may be the previous block's output
+                return nn.functional.leaky_relu(identity)
         out = self.act(self.norm1(self.conv1(x)))
         out = self.act(self.norm2(self.conv2(out)))
         out = self.se(self.norm3(self.conv3(out)))
