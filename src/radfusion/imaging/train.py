@@ -89,7 +89,10 @@ class PENetModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # config and preprocessing: plain data, in every checkpoint
         self.cfg = TrainConfig(**config)
-        self.model = create_model(self.cfg.model, **self.cfg.model_args)
+        # channels_last_3d: 1.3-2x faster 3-D convolutions on CPU (and on cuDNN).
+        self.model = create_model(self.cfg.model, **self.cfg.model_args).to(
+            memory_format=torch.channels_last_3d
+        )
         self._val: dict[int, list[float]] = {}
         self.val_labels: dict[int, int] = {}
 
@@ -104,7 +107,7 @@ class PENetModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.model(x).squeeze(1)
+        logits = self.model(x.to(memory_format=torch.channels_last_3d)).squeeze(1)
         loss = focal_loss(logits, y.float(), self.cfg.focal_gamma)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
@@ -114,6 +117,7 @@ class PENetModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, idx, _ = batch
+        x = x.to(memory_format=torch.channels_last_3d)
         probs = torch.sigmoid(self.model(x).squeeze(1)).float().cpu().numpy()
         for i, p in zip(idx.tolist(), probs, strict=True):
             self._val.setdefault(int(i), []).append(float(p))
@@ -290,8 +294,9 @@ def predict_studies(
         data, batch_size=batch_size or config.batch_size, num_workers=config.num_workers
     )
     per: dict[int, list[tuple[float, int]]] = {}
-    model.eval()
+    model = model.eval().to(memory_format=torch.channels_last_3d)
     for x, idx, start in loader:
+        x = x.to(memory_format=torch.channels_last_3d)
         probs = torch.sigmoid(model(x).squeeze(1)).float().numpy()
         for i, s, p in zip(idx.tolist(), start.tolist(), probs, strict=True):
             per.setdefault(int(i), []).append((float(p), int(s)))
