@@ -48,14 +48,13 @@ def main() -> None:
             with torch.inference_mode():
                 t_window = _time(lambda m=model, x=window: m(x), args.repeats)
                 studies = {
-                    b: _time(lambda m=model, x=study, b=b: [m(x[i : i + b]) for i in
-                                                          range(0, 16, b)], 1)
+                    b: _time(
+                        lambda m=model, x=study, b=b: [m(x[i : i + b]) for i in range(0, 16, b)], 1
+                    )
                     for b in (1, 2, 4)
                 }
                 best_batch = min(studies, key=studies.get)
                 t_study = studies[best_batch]
-                    1,
-                )
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             batch = torch.randn(2, 1, 24, 192, 192).to(memory_format=fmt)
