@@ -107,3 +107,15 @@ def test_backward_through_dropped_blocks():
     for _ in range(4):
         model(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_channels_last_3d_gives_the_same_outputs():
+    torch.manual_seed(0)
+    model = create_model("penet_tiny").eval()
+    x = torch.randn(2, 1, 24, 48, 48)
+    with torch.no_grad():
+        reference = model(x)
+        fast = model.to(memory_format=torch.channels_last_3d)(
+            x.to(memory_format=torch.channels_last_3d)
+        )
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)

@@ -50,6 +50,7 @@ class TrainConfig:
     max_epochs: int = 10
     windows_per_epoch: int = 256
     batch_size: int = 4
+    eval_batch_size: int = 1  # on CPU, windows one at a time are fastest (cache-resident)
     accumulate: int = 1  # gradient accumulation, to emulate the paper's batch on small memory
     optimizer: str = "sgd"  # sgd (the paper's) or adamw
     lr: float = 1e-2
@@ -291,7 +292,7 @@ def predict_studies(
         cache_dir, studies, window=config.window, crop=config.crop, stride=config.eval_stride
     )
     loader = DataLoader(
-        data, batch_size=batch_size or config.batch_size, num_workers=config.num_workers
+        data, batch_size=batch_size or config.eval_batch_size, num_workers=config.num_workers
     )
     per: dict[int, list[tuple[float, int]]] = {}
     model = model.eval().to(memory_format=torch.channels_last_3d)
