@@ -65,20 +65,38 @@ def test_last_norm_of_each_block_starts_at_zero():
             assert torch.count_nonzero(block.norm3.weight) == 0
 
 
+def _original_name(key: str) -> str:
+    """Our parameter name -> the original implementation's (the inverse of the import map)."""
+    import re
+
+    key = re.sub(r"^stem\.", "in_conv.", key)
+    key = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"encoders.\1.xnet_blocks.\2.", key)
+    key = key.replace(".se.fc1.", ".se_block.excite.0.").replace(".se.fc2.", ".se_block.excite.2.")
+    key = key.replace(".shortcut.", ".down_sample.")
+    return re.sub(r"^head\.", "classifier.fc.", key)
+
+
 def test_pretrained_import_of_an_original_format_checkpoint(tmp_path):
-    """DataParallel prefixes stripped, a 3-channel stem folded, the 600-class head dropped."""
+    """The Kinetics checkpoint's layout: model_state, module. prefixes, xnet_blocks, the
+    original layer names, a 3-channel stem and a 600-class head."""
     from radfusion.imaging.pretrained import load_pretrained
 
     source = create_model("penet_tiny", in_chans=3, num_classes=600)
-    state = {f"module.{k}": v for k, v in source.state_dict().items()}
-    torch.save(state, tmp_path / "kinetics.pth")
+    state = {f"module.{_original_name(k)}": v for k, v in source.state_dict().items()}
+    assert any("xnet_blocks" in k for k in state) and "module.in_conv.0.weight" in state
+    torch.save({"model_state": state, "epoch": 10}, tmp_path / "kinetics.pth.tar")
     model = create_model("penet_tiny")
-    report = load_pretrained(model, tmp_path / "kinetics.pth")
+    report = load_pretrained(model, tmp_path / "kinetics.pth.tar")
     assert report.folded == ["stem.0.weight"]
     assert {k for k, _, _ in report.mismatched} == {"head.weight", "head.bias"}
+    assert report.unexpected == [] and set(report.missing) == {"head.weight", "head.bias"}
     torch.testing.assert_close(model.stem[0].weight, source.stem[0].weight.sum(dim=1, keepdim=True))
-    block = "stages.1.0.conv2.weight"
-    torch.testing.assert_close(model.state_dict()[block], source.state_dict()[block])
+    for key in (
+        "stages.1.0.conv2.weight",
+        "stages.2.0.shortcut.1.weight",
+        "stages.3.0.se.fc1.weight",
+    ):
+        torch.testing.assert_close(model.state_dict()[key], source.state_dict()[key])
 
 
 class _Evil:

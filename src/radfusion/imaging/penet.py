@@ -47,16 +47,18 @@ def _gn(channels: int, per_group: int) -> nn.GroupNorm:
 
 
 class SqueezeExcite(nn.Module):
+    """Channel gates from globally pooled features: linear, LeakyReLU, linear, sigmoid."""
+
     def __init__(self, channels: int, reduction: int):
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.fc1 = nn.Conv3d(channels, hidden, 1)
-        self.fc2 = nn.Conv3d(hidden, channels, 1)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x):
-        s = x.mean(dim=(2, 3, 4), keepdim=True)
-        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
-        return x * s
+        s = x.mean(dim=(2, 3, 4))
+        s = torch.sigmoid(self.fc2(nn.functional.leaky_relu(self.fc1(s))))
+        return x * s[:, :, None, None, None]
 
 
 class Bottleneck(nn.Module):

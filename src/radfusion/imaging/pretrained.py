@@ -1,8 +1,11 @@
 """Initialise a model from a local checkpoint file: never a download.
 
-Accepted: a radfusion PENet checkpoint (a Lightning ``.ckpt`` with ``state_dict``) or a plain
-state dict, including the original PENet format, whose keys are normalised first: ``module.``
-prefixes (DataParallel) stripped and ``xnet_blocks`` renamed to ``penet_blocks``. A 3-channel
+Accepted: a radfusion PENet checkpoint (a Lightning ``.ckpt`` with ``state_dict``), a plain
+state dict, or the original PENet format (``model_state``), whose keys are normalised first:
+``module.`` prefixes (DataParallel) stripped, ``xnet_blocks`` (the Kinetics video model)
+renamed to ``penet_blocks``, and the original's layer names (``in_conv``,
+``encoders.i.penet_blocks.j``, ``se_block.excite``, ``down_sample``, ``classifier.fc``) mapped
+onto ours. A 3-channel
 stem kernel is folded onto our 1-channel stem by summing over its input channels (exact for a
 window repeated three times). Tensors that do not fit (the Kinetics 600-class head, a different
 width) are left at their initial values and reported. A file is refused when less than
@@ -12,6 +15,7 @@ width) are left at their initial values and reported. A file is refused when les
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +51,27 @@ class LoadReport:
         return out
 
 
+#: The original PENet's parameter names -> ours (names only: the layers are the same).
+ORIGINAL_NAMES = (
+    (re.compile(r"^in_conv\."), "stem."),
+    (re.compile(r"^encoders\.(\d+)\.penet_blocks\.(\d+)\."), r"stages.\1.\2."),
+    (re.compile(r"\.se_block\.excite\.0\."), ".se.fc1."),
+    (re.compile(r"\.se_block\.excite\.2\."), ".se.fc2."),
+    (re.compile(r"\.down_sample\."), ".shortcut."),
+    (re.compile(r"^classifier\.fc\."), "head."),
+)
+
+
 def normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrappers' prefixes, rename the video model's ``xnet_blocks`` to
+    ``penet_blocks``, then map the original PENet's names onto ours."""
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.").removeprefix("model.")
-        out[key.replace("xnet_blocks", "penet_blocks")] = value
+        key = key.replace("xnet_blocks", "penet_blocks")
+        for pattern, replacement in ORIGINAL_NAMES:
+            key = pattern.sub(replacement, key)
+        out[key] = value
     return out
 
 
@@ -68,7 +88,9 @@ def load_pretrained(
             f"{path}: cannot be read safely as tensors ({type(exc).__name__}); radfusion loads "
             "checkpoints with weights_only=True and never unpickles code"
         ) from exc
-    state = blob.get("state_dict", blob.get("model_state", blob)) if isinstance(blob, dict) else {}
+    state = {}
+    if isinstance(blob, dict):  # Lightning's, the original's, or a bare state dict
+        state = blob.get("state_dict", blob.get("model_state", blob))
     if not isinstance(state, dict) or not state:
         raise RadfusionError(f"{path}: holds no state dict")
     state = normalise_keys(state)
