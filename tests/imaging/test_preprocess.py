@@ -151,3 +151,14 @@ def test_cli_preprocess_and_import_dicom(small_cohort, tmp_path):
     result = runner.invoke(app, ["import-dicom", str(src), str(tmp_path / "out")])
     assert result.exit_code == 0 and "imported 1 series" in result.output
     assert np.load(tmp_path / "out" / "1.npy").shape == (1, 128, 128)
+
+
+def test_nan_in_a_volume_fails_that_entry_with_a_message(tmp_path):
+    vol = np.zeros((4, 8, 8), np.float32)
+    vol[2, 3, 3] = np.nan
+    np.save(tmp_path / "7.npy", vol)
+    summary = build_cache(
+        {7: tmp_path / "7.npy"}, tmp_path / "c", PreprocessParams(size=8, hu_intercept=0)
+    )
+    assert "slice 2" in summary.failed[7] and "NaN" in summary.failed[7]
+    assert not (summary.folder / "7.npy").exists()

@@ -217,3 +217,13 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
         ],
     )
     assert missing.exit_code == 2 and "run radfusion preprocess" in missing.output
+
+
+def test_a_run_directory_holds_one_run(cache, tmp_path):
+    from radfusion.errors import RadfusionError
+
+    cohort, folder = cache
+    train_image(cohort, folder, tmp_path, TrainConfig(max_epochs=1, **CFG), trainer_args=QUIET)
+    other = TrainConfig(max_epochs=1, **{**CFG, "lr": 0.5})
+    with pytest.raises(RadfusionError, match=r"different configuration \(lr\)"):
+        train_image(cohort, folder, tmp_path, other, trainer_args=QUIET)

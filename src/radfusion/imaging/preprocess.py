@@ -65,6 +65,9 @@ def resize_volume(hu_source: np.ndarray, intercept: int, size: int, chunk: int =
     out = np.empty((s, size, size), dtype=np.int16)
     for z0 in range(0, s, chunk):
         block = np.asarray(hu_source[z0 : z0 + chunk], dtype=np.float32)
+        if not np.isfinite(block).all():
+            bad = z0 + int(np.flatnonzero(~np.isfinite(block).all(axis=(1, 2)))[0])
+            raise ValueError(f"non-finite values (NaN or inf) in slice {bad}")
         if intercept:
             block += intercept
         if (h, w) == (size, size):

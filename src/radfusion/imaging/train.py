@@ -178,6 +178,7 @@ def train_image(
     """Train on the cohort's train split, select by validation AUROC, write checkpoints, logs
     and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``."""
     out = Path(out_dir)
+    _claim_run_dir(out, config)
     for split in ("train", "val"):
         if cohort.split(split).empty:
             raise RadfusionError(f"the {split} split is empty: PENet needs train and val studies")
@@ -259,6 +260,34 @@ def train_image(
         float_format="%.8f",
     )
     return best, predictions
+
+
+#: Config fields a rerun may change without making it another run.
+RESUMABLE_CHANGES = {"max_epochs", "num_workers"}
+
+
+def _claim_run_dir(out: Path, config: TrainConfig) -> None:
+    """Refuse to mix two runs in one folder: a rerun must have the same config (it may only
+    train for more epochs)."""
+    import json
+
+    from radfusion.io import write_json
+
+    record = out / "train_config.json"
+    mine = json.loads(json.dumps(asdict(config)))  # tuples -> lists, as stored
+    if record.exists():
+        theirs = json.loads(record.read_text())
+        differ = sorted(
+            k
+            for k in set(mine) | set(theirs)
+            if k not in RESUMABLE_CHANGES and mine.get(k) != theirs.get(k)
+        )
+        if differ:
+            raise RadfusionError(
+                f"{out}: holds a run with a different configuration ({', '.join(differ)}); "
+                "use a new --out folder, or delete this one to start over"
+            )
+    write_json(mine, record)
 
 
 def load_checkpoint(path: str | os.PathLike):
