@@ -204,6 +204,9 @@ def _add_patients_and_demographics(studies: pd.DataFrame, rng) -> pd.DataFrame:
     studies["age"] = age_at_first[codes] + (gap.days.to_numpy() / 365.25).astype(int)
     studies = _exact_test_groups(studies, rng)
     studies["birth_time"] = _birth_times(studies, rng)
+    # Ages follow from the birth time (a patient's second study is older by its gap).
+    age_days = (studies["ct_time"] - studies["birth_time"]) / pd.Timedelta(days=1)
+    studies["age"] = np.floor(age_days / 365.25).astype(int)
     return studies.drop(columns=["patient_slot"])
 
 
@@ -239,9 +242,4 @@ def _birth_times(studies: pd.DataFrame, rng) -> pd.Series:
     first = studies.sort_values("ct_time").groupby("patient_id").first()
     frac = rng.uniform(0.05, 0.95, len(first))
     birth = first["ct_time"] - pd.to_timedelta((first["age"] + frac) * 365.25, unit="D")
-    birth = studies["patient_id"].map(birth.astype("datetime64[us]"))
-    # Recompute ages from the birth time (the second study's age follows from it).
-    studies["age"] = np.floor((studies["ct_time"] - birth) / pd.Timedelta(days=1) / 365.25).astype(
-        int
-    )
-    return birth
+    return studies["patient_id"].map(birth.astype("datetime64[us]"))
