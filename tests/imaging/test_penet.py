@@ -137,3 +137,8 @@ def test_channels_last_3d_gives_the_same_outputs():
             x.to(memory_format=torch.channels_last_3d)
         )
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_init_of_the_last_norm_can_be_turned_off():
+    model = create_model("penet_tiny", zero_init_last_norm=False)
+    assert all(torch.all(b.norm3.weight == 1) for stage in model.stages for b in stage)

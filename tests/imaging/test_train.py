@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 
 import lightning as L
 import numpy as np
@@ -227,3 +228,12 @@ def test_a_run_directory_holds_one_run(cache, tmp_path):
     other = TrainConfig(max_epochs=1, **{**CFG, "lr": 0.5})
     with pytest.raises(RadfusionError, match=r"different configuration \(lr\)"):
         train_image(cohort, folder, tmp_path, other, trainer_args=QUIET)
+
+
+def test_loss_choice_is_checked():
+    from radfusion.errors import RadfusionError
+    from radfusion.imaging.train import PENetModule
+
+    PENetModule(asdict(TrainConfig(loss="bce")))
+    with pytest.raises(RadfusionError, match="unknown loss 'mse'"):
+        PENetModule(asdict(TrainConfig(loss="mse")))

@@ -40,6 +40,7 @@ class PENetConfig:
     num_classes: int = 1
     in_chans: int = 1
     prior: float = 0.01  # the head's bias starts at logit(prior) = -log(99)
+    zero_init_last_norm: bool = True  # each block starts as the identity (the original's)
 
 
 def _gn(channels: int, per_group: int) -> nn.GroupNorm:
@@ -73,6 +74,7 @@ class Bottleneck(nn.Module):
         se_reduction: int,
         per_group: int,
         survival: float,
+        zero_init: bool = True,
     ):
         super().__init__()
         self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
@@ -83,7 +85,8 @@ class Bottleneck(nn.Module):
         self.norm2 = _gn(width, per_group)
         self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
         self.norm3 = _gn(cout, per_group)
-        nn.init.zeros_(self.norm3.weight)  # each block starts as the identity
+        if zero_init:
+            nn.init.zeros_(self.norm3.weight)  # each block starts as the identity
         self.se = SqueezeExcite(cout, se_reduction)
         self.act = nn.LeakyReLU(inplace=True)
         self.survival = survival
@@ -139,6 +142,7 @@ class PENet(nn.Module):
                         se_reduction=c.se_reduction,
                         per_group=c.gn_channels_per_group,
                         survival=survival,
+                        zero_init=c.zero_init_last_norm,
                     )
                 )
                 cin, k = cout, k + 1

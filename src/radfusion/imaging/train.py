@@ -57,6 +57,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-3
     warmup_fraction: float = 0.1
+    loss: str = "focal"  # focal (the paper's) or bce
     focal_gamma: float = 2.0
     abnormal_prob: float = 0.3
     window: int = 24
@@ -90,6 +91,8 @@ class PENetModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # config and preprocessing: plain data, in every checkpoint
         self.cfg = TrainConfig(**config)
+        if self.cfg.loss not in ("focal", "bce"):
+            raise RadfusionError(f"unknown loss {self.cfg.loss!r}; use focal or bce")
         # channels_last_3d: 1.3-2x faster 3-D convolutions on CPU (and on cuDNN).
         self.model = create_model(self.cfg.model, **self.cfg.model_args).to(
             memory_format=torch.channels_last_3d
@@ -109,7 +112,10 @@ class PENetModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x.to(memory_format=torch.channels_last_3d)).squeeze(1)
-        loss = focal_loss(logits, y.float(), self.cfg.focal_gamma)
+        if self.cfg.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        else:
+            loss = focal_loss(logits, y.float(), self.cfg.focal_gamma)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
