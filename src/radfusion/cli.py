@@ -477,6 +477,7 @@ def train_image_command(
     accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     optimizer: Annotated[str, typer.Option(help="sgd (the paper's) or adamw.")] = "sgd",
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
+    loss: Annotated[str, typer.Option(help="focal (the paper's, gamma 2) or bce.")] = "focal",
     pretrained: Annotated[
         Path | None,
         typer.Option(help="Local checkpoint to start from (ours or the original PENet format)."),
@@ -517,6 +518,7 @@ def train_image_command(
         accumulate=accumulate,
         optimizer=optimizer,
         lr=lr,
+        loss=loss,
         crop=crop,
         num_workers=num_workers,
         seed=seed,
