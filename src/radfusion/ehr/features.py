@@ -34,6 +34,9 @@ import pandas as pd
 from radfusion.data.layout import (
     DEMOGRAPHIC_COLUMNS,
     GENDER_COLUMNS,
+    ICD_SUFFIXES,
+    LAB_SUFFIXES,
+    MED_SUFFIXES,
     OUTPATIENT_PREFIX,
     RACE_COLUMNS,
 )
@@ -168,7 +171,7 @@ def _pairs(first: pd.DataFrame, second: pd.DataFrame, names: Sequence[str], suff
 
 def _medications(win, prefix, names, idx, rename=lambda n: n) -> pd.DataFrame:
     counts = _counts(win, prefix, names, idx)
-    return _pairs((counts > 0).astype(np.int64), counts, names, (":Binary", ":Frequeny"), rename)
+    return _pairs((counts > 0).astype(np.int64), counts, names, MED_SUFFIXES, rename)
 
 
 def _diagnoses(win, names, idx, train_idx, min_prevalence) -> pd.DataFrame:
@@ -176,7 +179,7 @@ def _diagnoses(win, names, idx, train_idx, min_prevalence) -> pd.DataFrame:
     present = counts > 0
     prevalence = present.loc[present.index.isin(train_idx)].mean(axis=0)
     kept = [n for n in names if prevalence[n] >= min_prevalence]
-    return _pairs(counts, present.astype(np.int64), kept, (":frequency", ":presence"), str)
+    return _pairs(counts, present.astype(np.int64), kept, ICD_SUFFIXES, str)
 
 
 def _labs(win, names, idx) -> pd.DataFrame:
@@ -185,7 +188,7 @@ def _labs(win, names, idx) -> pd.DataFrame:
     latest = sub.groupby(["idx", "name"])["numeric_value"].last().unstack()
     latest = latest.reindex(index=idx, columns=list(names))
     taken = _counts(win, CODE_PREFIXES["lab"], names, idx) > 0
-    return _pairs(taken.astype(np.int64), latest, names, (":Binary", ":Value"), str)
+    return _pairs(taken.astype(np.int64), latest, names, LAB_SUFFIXES, str)
 
 
 def _vitals(win, names, idx) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radfusion.io import atomic_path, write_csv
+from radfusion.io import write_csv, write_npy
 
 __all__ = ["ImportResult", "SeriesReport", "import_dicom", "read_series"]
 
@@ -82,10 +82,6 @@ def _scan(path: Path):
     if "SeriesInstanceUID" not in ds:
         return None, "no SeriesInstanceUID"
     return ds, None
-
-
-def _first(values):
-    return values[0] if values else None
 
 
 def _check_series(headers) -> list[str]:
@@ -198,8 +194,7 @@ def _import_one(task) -> SeriesReport:
     volume = read_series(report, headers)
     if volume is None:
         return report
-    with atomic_path(Path(out_dir) / f"{report.idx}.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, volume, allow_pickle=False)
+    write_npy(volume, Path(out_dir) / f"{report.idx}.npy")
     return report
 
 
@@ -233,7 +228,7 @@ def import_dicom(
             )
     reports, headers = [], {}
     for series_uid, members in groups.items():
-        study_uid = _first(sorted({s for s, _, _ in members})) or ""
+        study_uid = min((s for s, _, _ in members), default="")
         reports.append(SeriesReport(series_uid, study_uid, [p for _, p, _ in members]))
         headers[series_uid] = [h for _, _, h in members]
     reports.sort(key=lambda r: (r.study_uid, r.series_uid))

@@ -168,10 +168,6 @@ class PENet(nn.Module):
             )
         return self.forward_head(self.forward_features(x))
 
-    def describe(self) -> dict:
-        """What a checkpoint records to rebuild this model."""
-        return asdict(self.config)
-
 
 MODELS: dict[str, Callable[..., PENet]] = {}
 

@@ -25,7 +25,6 @@ __all__ = [
     "largest_remainder",
 ]
 
-PAPER_N = 1837
 #: The smallest cohort whose val and test splits (about 10% each) still hold 3 positives of
 #: distinct subtypes and 3 negatives.
 MIN_STUDIES = 60
