@@ -15,6 +15,7 @@ a window is read (``radfusion.imaging.windows``), so one cache serves any window
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zlib
@@ -127,16 +128,20 @@ def _build_entry(task) -> tuple[int, str | None]:
     except (OSError, ValueError) as exc:
         return idx, f"{source}: cannot read ({exc})"
     folder = Path(folder)
-    with atomic_path(folder / f"{idx}.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, volume, allow_pickle=False)
-        data = tmp.read_bytes()
+    # Header and data go out in two writes; the checksum is taken on the way, not by
+    # reading the file back.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(volume))
+    head = header.getvalue()
+    with atomic_path(folder / f"{idx}.npy") as tmp, open(tmp, "wb") as fh:
+        fh.write(head)
+        fh.write(volume.data)
     meta = {
         **_source_signature(Path(source)),
         "intercept": int(intercept),
         "shape": list(volume.shape),
-        "bytes": len(data),
-        "crc32": zlib.crc32(data),
+        "bytes": len(head) + volume.nbytes,
+        "crc32": zlib.crc32(volume.data, zlib.crc32(head)),
     }
     write_json(meta, folder / f"{idx}.json")  # last: the entry is complete from here on
     return idx, None
