@@ -11,7 +11,7 @@ import pandas as pd
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES, SPLITS
 
-__all__ = ["DDIMER_POSITIVE", "summarize"]
+__all__ = ["DDIMER_POSITIVE", "TEST_GROUPS", "label_counts", "summarize", "test_group_counts"]
 
 #: D-dimer at or above 0.5 ug/mL FEU (500 ng/mL) counts as positive.
 DDIMER_POSITIVE = 0.5
@@ -70,6 +70,27 @@ def _ddimer_columns(cohort: Cohort) -> tuple[str, str] | None:
     return None
 
 
+def label_counts(part: pd.DataFrame) -> dict[str, int]:
+    """Studies, negatives, positives and positives per PE subtype of a set of studies."""
+    positives = part[part["label"] == 1]
+    return {
+        "studies": len(part),
+        "negatives": int((part["label"] == 0).sum()),
+        "positives": len(positives),
+        **{t: int((positives["pe_type"] == t).sum()) for t in PE_TYPES},
+    }
+
+
+def test_group_counts(studies: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Table 2: test-set studies per group, with and without subsegmental-only positives."""
+    test = studies[studies["split"] == "test"]
+    kept = test[test["non_subsegmental"]]
+    return (
+        {g: int((test[a] == g).sum()) for a, g in TEST_GROUPS},
+        {g: int((kept[a] == g).sum()) for a, g in TEST_GROUPS},
+    )
+
+
 def summarize(cohort: Cohort) -> dict[str, Any]:
     """Table 1 per split (and overall) and Table 2's test-set group counts, as plain data."""
     studies = cohort.studies
@@ -78,14 +99,10 @@ def summarize(cohort: Cohort) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for name in (*SPLITS, "overall"):
         part = studies if name == "overall" else studies[studies["split"] == name]
-        positives = part[part["label"] == 1]
         median, iqr = _quartiles(part["slices"].astype(float))
         row: dict[str, Any] = {
-            "studies": len(part),
+            **label_counts(part),
             "patients": int(part["patient_id"].nunique()) if "patient_id" in part else None,
-            "negatives": int((part["label"] == 0).sum()),
-            "positives": len(positives),
-            **{t: int((positives["pe_type"] == t).sum()) for t in PE_TYPES},
             "median_slices": median,
             "iqr_slices": iqr,
         }
@@ -97,13 +114,12 @@ def summarize(cohort: Cohort) -> dict[str, Any]:
             row["ddimer_taken"] = int(taken.sum())
             row["ddimer_positive"] = int((taken & (value >= DDIMER_POSITIVE)).sum())
         splits[name] = row
-    test = studies[studies["split"] == "test"]
-    kept = test[test["non_subsegmental"]]
+    with_subsegmental, without_subsegmental = test_group_counts(studies)
     return {
         "root": str(cohort.root),
         "splits": splits,
-        "test_groups": {g: int((test[a] == g).sum()) for a, g in TEST_GROUPS},
-        "test_groups_non_subsegmental": {g: int((kept[a] == g).sum()) for a, g in TEST_GROUPS},
+        "test_groups": with_subsegmental,
+        "test_groups_non_subsegmental": without_subsegmental,
         "annotated_studies": int(cohort.annotations["idx"].nunique()),
         "ehr_features": {name: len(cols) for name, cols in cohort.feature_names.items()},
     }

@@ -17,6 +17,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from radfusion import __version__
+from radfusion.data.summary import TEST_GROUPS, label_counts, test_group_counts
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.predictions import collect_prediction_files
 from radfusion.io import atomic_path
@@ -59,39 +60,22 @@ def _frame_html(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _cohort_tables(outcomes: pd.DataFrame) -> tuple[str, str]:
-    rows = []
-    for split in ("train", "val", "test"):
-        part = outcomes[outcomes["split"] == split]
-        pos = part[part["label"] == 1]
-        rows.append(
-            {
-                "split": split,
-                "studies": len(part),
-                "negatives": int((part["label"] == 0).sum()),
-                "positives": len(pos),
-                **{
-                    t: int((pos["pe_type"] == t).sum())
-                    for t in ("central", "segmental", "subsegmental")
-                },
-            }
-        )
-    test = outcomes[outcomes["split"] == "test"]
-    kept = test[test["non_subsegmental"]]
-    groups = []
-    for attribute, column, names in (
-        ("Gender", "gender", ("Female", "Male")),
-        ("Race", "race", ("White", "Others")),
-        ("Age", "age_group", (">80", "<=80")),
-    ):
-        for g in names:
-            groups.append(
-                {
-                    "attribute": attribute,
-                    "group": g,
-                    "including subsegmental": int((test[column] == g).sum()),
-                    "excluding subsegmental": int((kept[column] == g).sum()),
-                }
-            )
+    """Table 1's counts per split and Table 2, from the evaluation's outcomes."""
+    rows = [
+        {"split": split, **label_counts(outcomes[outcomes["split"] == split])}
+        for split in ("train", "val", "test")
+    ]
+    with_sub, without_sub = test_group_counts(outcomes)
+    attribute = {"gender": "Gender", "race": "Race", "age_group": "Age"}
+    groups = [
+        {
+            "attribute": attribute[a],
+            "group": g,
+            "including subsegmental": with_sub[g],
+            "excluding subsegmental": without_sub[g],
+        }
+        for a, g in TEST_GROUPS
+    ]
     return _frame_html(pd.DataFrame(rows)), _frame_html(pd.DataFrame(groups))
 
 
