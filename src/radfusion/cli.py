@@ -554,23 +554,20 @@ def predict_image_command(
 ) -> None:
     """Score studies with a checkpoint alone: the model and its preprocessing are rebuilt
     from what the checkpoint records."""
-    import torch
-
     from radfusion.data.cohort import Cohort
-    from radfusion.imaging.preprocess import PreprocessParams, cache_folder
-    from radfusion.imaging.train import load_checkpoint, predict_studies
+    from radfusion.imaging.preprocess import cache_folder
+    from radfusion.imaging.train import open_checkpoint, predict_studies
     from radfusion.io import write_csv
 
-    model, config = load_checkpoint(checkpoint)
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    prep = blob.get("hyper_parameters", {}).get("preprocessing") or {}
-    params = PreprocessParams(
-        **{k: v for k, v in prep.items() if k in ("size", "hu_intercept", "chunk")}
-    )
+    ckpt = open_checkpoint(checkpoint)
     cohort = Cohort.load(data_dir)
     studies = cohort.studies if split is None else cohort.split(split)
     predictions = predict_studies(
-        model, cache_folder(cache, params), studies, config, batch_size=batch_size
+        ckpt.model,
+        cache_folder(cache, ckpt.preprocessing),
+        studies,
+        ckpt.config,
+        batch_size=batch_size,
     )
     predictions.insert(2, "split", studies.loc[predictions["idx"], "split"].to_numpy())
     write_csv(predictions, out, float_format="%.8f")

@@ -9,7 +9,13 @@ from torch.utils.data import DataLoader
 
 from radfusion.data import Cohort
 from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
-from radfusion.imaging.windows import EvalWindows, TrainWindows, normalize, window_starts
+from radfusion.imaging.windows import (
+    EvalWindows,
+    TrainWindows,
+    normalize,
+    normalize_tensor,
+    window_starts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +35,10 @@ def paper_window(hu):
 def test_normalize_is_the_papers_window():
     hu = np.array([-2000, -1000, -100, 0, 400, 900, 3000], dtype=np.int16)
     np.testing.assert_allclose(normalize(hu), paper_window(hu), atol=1e-6)
+    # The on-device version (for int16 windows) computes the same thing.
+    np.testing.assert_allclose(
+        normalize_tensor(torch.from_numpy(hu)).numpy(), paper_window(hu), atol=1e-6
+    )
 
 
 def test_window_starts_cover_the_study():

@@ -28,13 +28,16 @@ from torch.utils.data import DataLoader
 
 from radfusion.errors import RadfusionError
 from radfusion.imaging.penet import create_model
+from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.windows import EvalWindows, TrainWindows
 
 __all__ = [
+    "Checkpoint",
     "PENetModule",
     "TrainConfig",
     "focal_loss",
     "load_checkpoint",
+    "open_checkpoint",
     "predict_studies",
     "train_image",
 ]
@@ -296,8 +299,16 @@ def _claim_run_dir(out: Path, config: TrainConfig) -> None:
     write_json(mine, record)
 
 
-def load_checkpoint(path: str | os.PathLike):
-    """Rebuild a model from a checkpoint alone (weights_only: no pickle)."""
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module
+    config: TrainConfig
+    preprocessing: PreprocessParams  # how the cache it was trained on was built
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Rebuild a model, its training config and its preprocessing from a checkpoint alone
+    (read once, with weights_only: no pickle)."""
     path = Path(path)
     if not path.exists():
         raise RadfusionError(f"{path}: checkpoint not found")
@@ -314,7 +325,15 @@ def load_checkpoint(path: str | os.PathLike):
             f"{path}: weights do not fit {config.model} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    return model.eval(), config
+    fields = set(PreprocessParams.__dataclass_fields__)
+    prep = {k: v for k, v in (hp.get("preprocessing") or {}).items() if k in fields}
+    return Checkpoint(model.eval(), config, PreprocessParams(**prep))
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """``(model, config)`` from a checkpoint; see :func:`open_checkpoint`."""
+    ckpt = open_checkpoint(path)
+    return ckpt.model, ckpt.config
 
 
 @torch.inference_mode()
