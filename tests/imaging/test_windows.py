@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from radfusion.data import Cohort
@@ -134,3 +136,38 @@ def test_missing_cache_entries_are_a_clear_error(cached, tmp_path):
 
     with pytest.raises(RadfusionError, match="run radfusion preprocess first"):
         EvalWindows(tmp_path, cohort.studies)
+
+
+def _position_auroc(data, n=1500):
+    """How well a window's height in the scan alone predicts its label (0.5: not at all)."""
+    heights, labels = [], []
+    for k in range(n):
+        idx, start = data.sample(k, np.random.default_rng([0, 0, k]))
+        heights.append((start + 12) / data.shapes[idx][0])
+        labels.append(data.label(idx, start))
+    heights, labels = np.array(heights), np.array(labels)
+    typical = np.median(heights[labels == 1])
+    return roc_auc_score(labels, -np.abs(heights - typical))
+
+
+def test_random_windows_are_placed_like_abnormal_ones(tmp_path):
+    # 40 long scans, emboli in half of them at 40-55% of the scan's height.
+    rng = np.random.default_rng(0)
+    rows, ann = [], []
+    for idx in range(40):
+        n = int(rng.integers(100, 140))
+        np.save(tmp_path / f"{idx}.npy", np.zeros((n, 12, 12), dtype=np.int16))
+        (tmp_path / f"{idx}.json").write_text("{}")
+        rows.append({"idx": idx, "label": idx % 2})
+        if idx % 2:
+            first = int(rng.uniform(0.4, 0.45) * n)
+            ann += [{"idx": idx, "slice": s} for s in range(first, first + int(0.1 * n))]
+    studies = pd.DataFrame(rows).set_index("idx")
+    annotations = pd.DataFrame(ann)
+    args = dict(length=1500, crop=12, augment=False)
+    plain = TrainWindows(tmp_path, studies, annotations, matched_positions=False, **args)
+    matched = TrainWindows(tmp_path, studies, annotations, **args)
+    assert matched.matched == pytest.approx(0.3 / 0.7)
+    before, after = _position_auroc(plain), _position_auroc(matched)
+    assert before > 0.75  # sampling centred on emboli alone makes height a strong cue
+    assert after < before - 0.1

@@ -5,8 +5,12 @@
 * :class:`TrainWindows`: with probability ``abnormal_prob`` a positive study is drawn and the
   window centred on its annotated emboli (jittered); otherwise a random study and window. A
   window is positive when it holds at least ``min_abnormal_slices`` (4) annotated slices;
-  positives without annotations take the study's label. Augmentation: horizontal flip,
-  rotation within +-15 degrees (filling -1000 HU), random crop, slice jitter.
+  positives without annotations take the study's label. As many random windows as abnormal
+  ones are placed at the relative height of an annotated slice (of any positive study), so
+  that a window's position in the scan does not give its label away: without that, a small
+  network learns "windows at the level of the hila are positive" and nothing about emboli.
+  Augmentation: horizontal flip, rotation within +-15 degrees (filling -1000 HU), random
+  crop, slice jitter.
 * :class:`EvalWindows`: every window of every study (non-overlapping by default), studies
   shorter than a window padded with air (-1000 HU), centre crop.
 
@@ -189,6 +193,7 @@ class TrainWindows(_CacheDataset):
         augment: bool = True,
         max_rotation: float = 15.0,
         slice_jitter: int = 2,
+        matched_positions: bool = True,
         seed: int = 0,
     ):
         super().__init__(cache_dir, studies, window, crop)
@@ -196,6 +201,8 @@ class TrainWindows(_CacheDataset):
         self.min_abnormal_slices, self.augment = min_abnormal_slices, augment
         self.max_rotation, self.slice_jitter, self.seed = max_rotation, slice_jitter, seed
         self.epoch = 0
+        # The share of random windows placed like abnormal ones: as many as abnormal draws.
+        self.matched = min(abnormal_prob / (1 - abnormal_prob), 1.0) if matched_positions else 0.0
         ann = annotations[annotations["idx"].isin(studies.index)]
         self.annotated = {int(i): np.sort(g["slice"].to_numpy()) for i, g in ann.groupby("idx")}
         self.ids = np.array([int(i) for i in studies.index])
@@ -220,7 +227,15 @@ class TrainWindows(_CacheDataset):
             )
         else:
             idx = int(rng.choice(self.ids))
-            start = int(rng.integers(0, max(self.shapes[idx][0] - self.window, 0) + 1))
+            n = self.shapes[idx][0]
+            if self.matched and len(self.abnormal) and rng.random() < self.matched:
+                # At the relative height of an annotated slice of another study: abnormal
+                # windows sit where emboli do, so must as many windows of any label.
+                other = int(rng.choice(self.abnormal))
+                height = rng.choice(self.annotated[other]) / max(self.shapes[other][0], 1)
+                start = round(height * n) - self.window // 2
+            else:
+                start = int(rng.integers(0, max(n - self.window, 0) + 1))
         if self.augment and self.slice_jitter:
             start += int(rng.integers(-self.slice_jitter, self.slice_jitter + 1))
         n = self.shapes[idx][0]
