@@ -111,10 +111,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
     train_image(cohort, folder, tmp_path / "resumed", config, trainer_args=QUIET)  # resumes
     a = _weights(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     b = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    # Equal up to float round-off (about 1e-9 here): after a reload, oneDNN may pick kernels
-    # that sum in another order. Same data, same random draws, same schedule.
+    # Equal up to float round-off (at most ~5e-7 here, on weights of order 0.1): after a
+    # reload, oneDNN may pick kernels that sum in another order, and three epochs of SGD
+    # carry that forward. Same data, same random draws, same schedule.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=2e-6)
     pa = np.loadtxt(
         tmp_path / "straight" / "predictions" / "image.csv", delimiter=",", skiprows=1, usecols=1
     )
