@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,12 +108,14 @@ class PENetModule(L.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self):
-        torch.manual_seed(self.cfg.seed * 100_003 + self.current_epoch)
         data = self.trainer.train_dataloader.dataset
         if hasattr(data, "set_epoch"):
             data.set_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx):
+        # Stochastic depth draws from the global generator: seed it per step, so a resumed
+        # run (a new process, whatever it consumed on the way) makes the same draws.
+        torch.manual_seed(hash((self.cfg.seed, self.current_epoch, batch_idx)) % 2**63)
         x, y = batch
         logits = self.model(x.to(memory_format=torch.channels_last_3d)).squeeze(1)
         if self.cfg.loss == "bce":
@@ -251,12 +254,15 @@ def train_image(
         num_sanity_val_steps=0,
         **args,
     )
-    trainer.fit(
-        module,
-        _loader(train, config),
-        _loader(val, config),
-        ckpt_path=str(last) if last.exists() else None,
-    )
+    with warnings.catch_warnings():
+        # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated pytree name.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        trainer.fit(
+            module,
+            _loader(train, config),
+            _loader(val, config),
+            ckpt_path=str(last) if last.exists() else None,
+        )
     best = checkpoints.best_model_path or str(last)
     model, _ = load_checkpoint(best)
     predictions = predict_studies(model, cache_dir, cohort.studies, config)

@@ -1,0 +1,1 @@
+"""The whole benchmark as one command: a typed config, cached stages, the demo, scoring."""

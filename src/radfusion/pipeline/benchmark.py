@@ -1,0 +1,315 @@
+"""``radfusion benchmark``: every stage of the paper on one cohort, cached and resumable.
+
+validate -> preprocess -> ehr -> image -> fusion -> evaluate -> report. Each stage's
+fingerprint (see :mod:`radfusion.pipeline.stages`) covers its own parameters and everything
+upstream, so a changed parameter reruns that stage and what depends on it, nothing else.
+
+Run folder::
+
+    RUN_DIR/config.yaml        the configuration used (written every run)
+    RUN_DIR/benchmark.log      every stage's messages, appended
+    RUN_DIR/stages/*.json      fingerprints and status
+    RUN_DIR/cache/             the CT cache (keyed by its preprocessing parameters)
+    RUN_DIR/ehr/, image/       the EHR model, PENet checkpoints and logs
+    RUN_DIR/predictions/       ehr.csv, image.csv, fusion_*.csv, and any extra model
+    RUN_DIR/eval/, report/     metrics, fairness, comparisons; report.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+
+from radfusion.errors import CohortError, RadfusionError
+from radfusion.io import atomic_path, write_csv, write_json
+from radfusion.pipeline.config import BenchmarkConfig
+from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
+
+__all__ = ["STAGES", "BenchmarkResult", "Reporter", "auroc_summary", "run_benchmark"]
+
+STAGES = ("validate", "preprocess", "ehr", "image", "fusion", "evaluate", "report")
+PRODUCED = ("ehr", "image")  # prediction files the benchmark writes itself (plus fusion_*)
+log = logging.getLogger("radfusion")
+
+
+class Reporter:
+    """What a front end hears about (the CLI draws progress bars; tests stay silent)."""
+
+    def stage(self, name: str, status: str, seconds: float = 0.0) -> None:
+        """``status``: running, resumed, done or skipped."""
+
+    def total(self, n: int) -> None:
+        """The current stage has ``n`` steps."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
+
+
+@dataclass
+class BenchmarkResult:
+    run_dir: Path
+    statuses: dict[str, str]
+    summary: pd.DataFrame
+    report: Path
+
+
+class _EpochProgress(L.Callback):
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+
+    def on_fit_start(self, trainer, pl_module):
+        self.reporter.total(trainer.max_epochs)
+        for _ in range(trainer.current_epoch):
+            self.reporter.advance()  # a resumed run starts part-way
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.reporter.advance()
+
+
+def _claim(run: Path, data: Path) -> None:
+    """A run folder belongs to one cohort: another one is refused, never mixed in."""
+    record = run / "run.json"
+    if record.exists():
+        theirs = json.loads(record.read_text()).get("data")
+        if theirs != str(data):
+            raise RadfusionError(
+                f"{run}: holds a benchmark of {theirs}, not {data}; use a new --out folder"
+            )
+    write_json({"data": str(data)}, record)
+
+
+def _add_extra(pred_dir: Path, extras: Iterable[str | Path]) -> None:
+    for extra in extras:
+        extra = Path(extra)
+        if not extra.is_file():
+            raise RadfusionError(f"{extra}: no such predictions file")
+        if extra.stem in PRODUCED or extra.stem.startswith("fusion_"):
+            raise RadfusionError(
+                f"{extra}: the name {extra.stem!r} is the benchmark's own model; rename the file"
+            )
+        target = pred_dir / f"{extra.stem}.csv"
+        if target.exists() and target.read_bytes() == extra.read_bytes():
+            continue
+        with atomic_path(target) as tmp:
+            shutil.copyfile(extra, tmp)
+
+
+def auroc_summary(eval_dir: Path) -> pd.DataFrame:
+    """AUROC with its CI per model, on the whole test set and on non-subsegmental PE."""
+    metrics = pd.read_csv(eval_dir / "metrics.csv")
+    rows = metrics[(metrics["attribute"] == "overall") & (metrics["metric"] == "auroc")]
+    table = rows.pivot_table(
+        index="model", columns="subset", values=["value", "ci_low", "ci_high"], sort=False
+    )
+    out = pd.DataFrame(index=list(dict.fromkeys(rows["model"])))
+    for subset in ("all", "non_subsegmental"):
+        for what in ("value", "ci_low", "ci_high"):
+            out[f"{subset}_{what}"] = table[(what, subset)]
+    return out.rename_axis("model").reset_index()
+
+
+def run_benchmark(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: BenchmarkConfig,
+    *,
+    extra_predictions: Iterable[str | Path] = (),
+    reporter: Reporter | None = None,
+    trainer_args: dict | None = None,
+) -> BenchmarkResult:
+    """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``."""
+    from radfusion.data.cohort import validate_cohort
+    from radfusion.imaging.preprocess import PreprocessParams, build_cache, cache_folder
+
+    data, run = Path(data_dir).resolve(), Path(run_dir)
+    reporter = reporter or Reporter()
+    run.mkdir(parents=True, exist_ok=True)
+    _claim(run, data)
+    with atomic_path(run / "config.yaml") as tmp:
+        tmp.write_text(config.to_yaml())
+    handler = logging.FileHandler(run / "benchmark.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [log, logging.getLogger("lightning.pytorch")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    log.setLevel(logging.INFO)
+    # Lightning's own console lines (accelerators found, tips) go to the log file only.
+    quiet = _BelowWarning()
+    consoles = [
+        h
+        for h in logging.getLogger("lightning.pytorch").handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    for h in consoles:
+        h.addFilter(quiet)
+    book, statuses = StageBook(run), {}
+    pred_dir = run / "predictions"
+
+    def stage(name: str, fp: str, outputs: list[Path], work: Callable[[bool], dict | None]):
+        if book.is_done(name, fp):
+            statuses[name] = "skipped"
+            log.info("stage %s: unchanged, skipped", name)
+            reporter.stage(name, "skipped")
+            return
+        resumed = book.start(name, fp, outputs)
+        statuses[name] = "resumed" if resumed else "ran"
+        log.info("stage %s: %s (fingerprint %s)", name, statuses[name], fp)
+        reporter.stage(name, "resumed" if resumed else "running")
+        t0 = time.perf_counter()
+        info = work(resumed) or {}
+        seconds = time.perf_counter() - t0
+        book.finish(name, fp, seconds, **info)
+        log.info("stage %s: done in %.1f s %s", name, seconds, info or "")
+        reporter.stage(name, "done", seconds)
+
+    try:
+        log.info("benchmark of %s into %s", data, run)
+        data_fp = fingerprint(tree_signature(data), config.preprocess.hu_intercept)
+        report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
+        if not report.ok:
+            raise CohortError(
+                f"{data}: {len(report.errors)} error(s); first: {report.errors[0]} "
+                f"(radfusion validate {data} lists them all)"
+            )
+        cohort = report.cohort
+
+        def validate(_):
+            for warning in report.warnings:
+                log.warning("%s", warning)
+            return {"studies": len(cohort.studies), "warnings": len(report.warnings)}
+
+        stage("validate", data_fp, [], validate)
+
+        params = PreprocessParams(
+            size=config.preprocess.size, hu_intercept=config.preprocess.hu_intercept
+        )
+        prep_fp = fingerprint(data_fp, asdict(params))
+        folder = cache_folder(run / "cache", params)
+
+        def preprocess(_):
+            from radfusion.imaging.preprocess import cohort_volumes
+
+            summary = build_cache(
+                cohort_volumes(cohort),
+                run / "cache",
+                params,
+                workers=config.preprocess.workers,
+                on_total=reporter.total,
+                on_entry=lambda _: reporter.advance(),
+            )
+            if summary.failed:
+                idx, error = next(iter(summary.failed.items()))
+                raise RadfusionError(
+                    f"{len(summary.failed)} volume(s) could not be preprocessed; "
+                    f"first: idx {idx}: {error}"
+                )
+            return {"built": len(summary.built), "complete": len(summary.complete)}
+
+        stage("preprocess", prep_fp, [], preprocess)
+
+        ehr_fp = fingerprint(data_fp, asdict(config.ehr), config.seed)
+
+        def ehr(_):
+            from radfusion.ehr.train import train_ehr
+
+            e = config.ehr
+            result = train_ehr(
+                cohort,
+                run,
+                model=e.model,
+                features=e.features,
+                seed=config.seed,
+                cv=e.cv,
+                grid=e.grid,
+                n_jobs=e.n_jobs,
+            )
+            return {"val_auroc": result.val_auroc}
+
+        stage("ehr", ehr_fp, [run / "ehr", pred_dir / "ehr.csv"], ehr)
+
+        image_fp = fingerprint(prep_fp, asdict(config.image), config.seed)
+
+        def image(_):
+            from radfusion.imaging.train import train_image
+
+            train = replace(config.image.train_config(), seed=config.seed)
+            args = {
+                **config.image.trainer_args(),
+                "enable_progress_bar": False,
+                "callbacks": [_EpochProgress(reporter)],
+                **(trainer_args or {}),
+            }
+            best, predictions = train_image(
+                cohort,
+                folder,
+                run / "image",
+                train,
+                trainer_args=args,
+                preprocessing=asdict(params),
+                pretrained=config.image.pretrained,
+            )
+            write_csv(
+                predictions[["idx", "prob", "split"]], pred_dir / "image.csv", float_format="%.8f"
+            )
+            return {"checkpoint": str(best)}
+
+        stage("image", image_fp, [run / "image", pred_dir / "image.csv"], image)
+
+        fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
+
+        def fusion(_):
+            from radfusion.fusion import fuse_files
+
+            for strategy in config.fusion.strategies:
+                fuse_files(pred_dir, ["image", "ehr"], strategy, cohort.studies, seed=config.seed)
+
+        stage("fusion", fusion_fp, list(pred_dir.glob("fusion_*.csv")), fusion)
+
+        _add_extra(pred_dir, extra_predictions)
+        files = sorted(pred_dir.glob("*.csv"))
+        eval_fp = fingerprint(
+            data_fp,
+            [(f.name, file_signature(f)) for f in files],
+            config.evaluation.n_boot,
+            config.seed,
+        )
+
+        def evaluate(_):
+            from radfusion.evaluation.evaluate import evaluate_files
+
+            evaluate_files(
+                data, [pred_dir], run / "eval", n_boot=config.evaluation.n_boot, seed=config.seed
+            )
+
+        stage("evaluate", eval_fp, [run / "eval"], evaluate)
+
+        def write(_):
+            from radfusion.report.html import write_report
+
+            write_report(run)
+
+        stage("report", fingerprint(eval_fp), [run / "report"], write)
+        return BenchmarkResult(
+            run, statuses, auroc_summary(run / "eval"), run / "report" / "report.html"
+        )
+    except Exception as exc:
+        log.error("benchmark stopped: %s", exc)
+        raise
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        for h in consoles:
+            h.removeFilter(quiet)
+        handler.close()

@@ -1,0 +1,68 @@
+"""``radfusion demo``: a synthetic cohort generated on the spot, then the whole benchmark.
+
+The sizes are chosen for a 2-core laptop and a budget of under ten minutes end to end: see
+``DEMO_COHORT`` and ``configs/cpu-demo.yaml`` (README, "The demo").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from radfusion.errors import RadfusionError
+from radfusion.io import write_json
+
+__all__ = ["DEMO_COHORT", "SYNTH_MARKER", "DemoCohort", "prepare_demo_data"]
+
+SYNTH_MARKER = "synthetic.json"
+
+
+@dataclass(frozen=True)
+class DemoCohort:
+    studies: int = 360
+    size: int = 64  # rows and columns per slice
+    slices: tuple[int, int] = (48, 64)
+    seed: int = 0
+    workers: int = 2
+
+
+DEMO_COHORT = DemoCohort()
+
+
+def prepare_demo_data(
+    folder: Path,
+    cohort: DemoCohort = DEMO_COHORT,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    on_volume: Callable[[int], None] | None = None,
+) -> bool:
+    """Generate the demo cohort into ``folder`` unless it already holds exactly that cohort;
+    return whether it was generated."""
+    from radfusion.data.synthetic.writer import write_synthetic_cohort
+
+    marker = folder / SYNTH_MARKER
+    wanted = {**asdict(cohort), "slices": list(cohort.slices), "quirks": False}
+    wanted.pop("workers")
+    if marker.exists():
+        if {k: v for k, v in json.loads(marker.read_text()).items() if k in wanted} == wanted:
+            return False
+        raise RadfusionError(
+            f"{folder}: holds another synthetic cohort; use a new --out folder for the demo"
+        )
+    if folder.exists() and any(folder.iterdir()):
+        raise RadfusionError(f"{folder}: not empty and not a demo cohort; use a new --out folder")
+    if on_total:
+        on_total(cohort.studies)
+    write_synthetic_cohort(
+        folder,
+        cohort.studies,
+        cohort.seed,
+        size=cohort.size,
+        slice_range=cohort.slices,
+        workers=cohort.workers,
+        on_volume=on_volume,
+    )
+    write_json(wanted, marker)  # last: a killed generation is redone, never half-used
+    return True

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from radfusion.errors import RadfusionError
+from radfusion.pipeline.benchmark import STAGES, run_benchmark
+from radfusion.pipeline.config import load_config
+
+from .conftest import TINY
+
+
+def _statuses(run):
+    return {s: json.loads((run / "stages" / f"{s}.json").read_text())["status"] for s in STAGES}
+
+
+def test_a_run_writes_every_stage_and_the_summary_matches_sklearn(benchmark_run):
+    data, run, result = benchmark_run
+    assert result.statuses == dict.fromkeys(STAGES, "ran")
+    assert _statuses(run) == dict.fromkeys(STAGES, "done")
+    names = {p.stem for p in (run / "predictions").glob("*.csv")}
+    assert names == {"ehr", "image", "fusion_mean", "fusion_weighted"}
+    assert result.report.exists() and (run / "config.yaml").exists()
+    assert "stage image: done" in (run / "benchmark.log").read_text()
+    labels = pd.read_csv(data / "Labels.csv").set_index("idx")
+    test = labels[labels["split"] == "test"]
+    for row in result.summary.itertuples():
+        pred = pd.read_csv(run / "predictions" / f"{row.model}.csv").set_index("idx")
+        expected = roc_auc_score(test["label"], pred.loc[test.index, "prob"])
+        assert row.all_value == pytest.approx(expected, abs=1e-6)
+        assert row.all_ci_low <= row.all_value <= row.all_ci_high
+    fused = pd.read_csv(run / "predictions" / "fusion_mean.csv").set_index("idx")["prob"]
+    ehr = pd.read_csv(run / "predictions" / "ehr.csv").set_index("idx")["prob"]
+    image = pd.read_csv(run / "predictions" / "image.csv").set_index("idx")["prob"]
+    np.testing.assert_allclose(fused, (ehr + image.loc[ehr.index]) / 2, atol=1e-7)
+
+
+def test_a_rerun_skips_every_stage(run_copy, tiny_config):
+    data, run = run_copy
+    before = (run / "eval" / "metrics.csv").read_bytes()
+    result = run_benchmark(data, run, tiny_config)
+    assert result.statuses == dict.fromkeys(STAGES, "skipped")
+    assert (run / "eval" / "metrics.csv").read_bytes() == before
+
+
+def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
+    data, run = run_copy
+    image_ckpt = sorted((run / "image" / "checkpoints").glob("*.ckpt"))
+    mtimes = {p: p.stat().st_mtime_ns for p in image_ckpt}
+    config = load_config(None, [*TINY, "fusion.strategies=[mean, max]"])
+    result = run_benchmark(data, run, config)
+    assert result.statuses == {
+        **dict.fromkeys(["validate", "preprocess", "ehr", "image"], "skipped"),
+        **dict.fromkeys(["fusion", "evaluate", "report"], "ran"),
+    }
+    assert {p: p.stat().st_mtime_ns for p in image_ckpt} == mtimes  # PENet untouched
+    names = {p.stem for p in (run / "predictions").glob("*.csv")}
+    assert names == {"ehr", "image", "fusion_mean", "fusion_max"}  # the old fusion is gone
+    assert set(result.summary["model"]) == names
+
+
+def test_extra_predictions_join_the_evaluation(run_copy, tiny_config, tmp_path):
+    data, run = run_copy
+    labels = pd.read_csv(data / "Labels.csv")
+    rng = np.random.default_rng(0)
+    mine = tmp_path / "my_model.csv"
+    labels.assign(prob=rng.random(len(labels)))[["idx", "prob"]].to_csv(mine, index=False)
+    result = run_benchmark(data, run, tiny_config, extra_predictions=[mine])
+    assert result.statuses["image"] == "skipped" and result.statuses["evaluate"] == "ran"
+    assert "my_model" in set(result.summary["model"])
+    assert "my_model" in result.report.read_text()
+    clash = tmp_path / "ehr.csv"
+    clash.write_text(mine.read_text())
+    with pytest.raises(RadfusionError, match="is the benchmark's own model; rename the file"):
+        run_benchmark(data, run, tiny_config, extra_predictions=[clash])
+
+
+def test_a_run_folder_holds_one_cohort(run_copy, tiny_config, cohort_copy):
+    _, run = run_copy
+    with pytest.raises(RadfusionError, match=r"holds a benchmark of .*use a new --out folder"):
+        run_benchmark(cohort_copy, run, tiny_config)
+
+
+def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_path):
+    """SIGKILL the CLI while PENet trains (after its first epoch's checkpoint), rerun the
+    same command: finished stages are skipped, training resumes, the numbers are those of
+    the uninterrupted run (the session's ``benchmark_run``, same config and seed)."""
+    data, straight, _ = benchmark_run
+    run = tmp_path / "killed"
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radfusion.cli",
+        "benchmark",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *sets,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    last = run / "image" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "stages" / "image.json").read_text())["status"] == "running"
+    assert not (run / "eval").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "unchanged, skipped" in done.stdout and "image (resumed)" not in done.stdout
+    statuses = _statuses(run)
+    assert statuses == dict.fromkeys(STAGES, "done")
+    log = (run / "benchmark.log").read_text()
+    assert "stage image: resumed" in log and "stage ehr: unchanged, skipped" in log
+    a = pd.read_csv(straight / "eval" / "metrics.csv")
+    b = pd.read_csv(run / "eval" / "metrics.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="note"), b.drop(columns="note"), atol=1e-6)
