@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
 
+from _results import result  # benchmarks/ is on sys.path when a script runs
 from radfusion.data.synthetic.design import design_cohort
 from radfusion.evaluation.evaluate import ATTRIBUTES, evaluate
 from radfusion.evaluation.metrics import THRESHOLD_METRICS, auroc, youden_threshold
@@ -75,6 +76,15 @@ def main() -> None:
         f"of {frames} model x subset x attribute frames, scaled)"
     )
     print(f"speed-up: {base / ours:.1f} x")
+    result(
+        "evaluation",
+        "whole evaluation",
+        ours,
+        "s",
+        base / ours,
+        f"fairlearn MetricFrame n_boot={args.bootstrap}",
+        "faster",
+    )
 
 
 if __name__ == "__main__":

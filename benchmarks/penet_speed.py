@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from _results import result  # benchmarks/ is on sys.path when a script runs
 from radfusion.imaging.penet import create_model
 from radfusion.imaging.train import focal_loss
 
@@ -79,6 +80,34 @@ def main() -> None:
                 f"({ANCHOR['study'] / t_study:4.2f}x)"
             )
             print(line, flush=True)
+            tag = f"{name} {layout}"
+            result(
+                "penet_speed",
+                f"{tag}: window",
+                t_window,
+                "s",
+                ANCHOR["window"] / t_window,
+                "original PENet (anchor)",
+                ">= 2" if name == "penet_50" else "",
+            )
+            result(
+                "penet_speed",
+                f"{tag}: train step",
+                t_step,
+                "s",
+                ANCHOR["train_step"] / t_step,
+                "original PENet (anchor)",
+                ">= 1.5" if name == "penet_50" else "",
+            )
+            result(
+                "penet_speed",
+                f"{tag}: study",
+                t_study,
+                "s",
+                ANCHOR["study"] / t_study,
+                "original PENet (anchor)",
+                ">= 2" if name == "penet_50" else "",
+            )
 
 
 if __name__ == "__main__":

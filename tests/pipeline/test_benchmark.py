@@ -16,7 +16,7 @@ from radfusion.errors import RadfusionError
 from radfusion.pipeline.benchmark import STAGES, run_benchmark
 from radfusion.pipeline.config import load_config
 
-from .conftest import TINY
+from ..conftest import TINY
 
 
 def _statuses(run):

@@ -133,9 +133,12 @@ def _build_entry(task) -> tuple[int, str | None]:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(volume))
     head = header.getvalue()
-    with atomic_path(folder / f"{idx}.npy") as tmp, open(tmp, "wb") as fh:
-        fh.write(head)
-        fh.write(volume.data)
+    try:
+        with atomic_path(folder / f"{idx}.npy") as tmp, open(tmp, "wb") as fh:
+            fh.write(head)
+            fh.write(volume.data)
+    except OSError as exc:  # disk full, quota, permissions: nothing half-written stays
+        return idx, f"{folder / f'{idx}.npy'}: cannot write ({exc}); free space and rerun"
     meta = {
         **_source_signature(Path(source)),
         "intercept": int(intercept),

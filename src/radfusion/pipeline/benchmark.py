@@ -29,7 +29,7 @@ import lightning as L
 import pandas as pd
 
 from radfusion.errors import CohortError, RadfusionError
-from radfusion.io import atomic_path, write_csv, write_json
+from radfusion.io import atomic_path, write_json
 from radfusion.pipeline.config import BenchmarkConfig
 from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
 
@@ -179,10 +179,7 @@ def run_benchmark(
         data_fp = fingerprint(tree_signature(data), config.preprocess.hu_intercept)
         report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
         if not report.ok:
-            raise CohortError(
-                f"{data}: {len(report.errors)} error(s); first: {report.errors[0]} "
-                f"(radfusion validate {data} lists them all)"
-            )
+            raise CohortError(report.errors)
         cohort = report.cohort
 
         def validate(_):
@@ -251,7 +248,7 @@ def run_benchmark(
                 "callbacks": [_EpochProgress(reporter)],
                 **(trainer_args or {}),
             }
-            best, predictions = train_image(
+            best, _ = train_image(
                 cohort,
                 folder,
                 run / "image",
@@ -260,9 +257,8 @@ def run_benchmark(
                 preprocessing=asdict(params),
                 pretrained=config.image.pretrained,
             )
-            write_csv(
-                predictions[["idx", "prob", "split"]], pred_dir / "image.csv", float_format="%.8f"
-            )
+            with atomic_path(pred_dir / "image.csv") as tmp:
+                shutil.copyfile(run / "image" / "predictions" / "image.csv", tmp)
             return {"checkpoint": str(best)}
 
         stage("image", image_fp, [run / "image", pred_dir / "image.csv"], image)

@@ -1,0 +1,163 @@
+"""Bad inputs and faults across the whole pipeline, through the command line a user types.
+
+Every case ends in one of two ways: a short error naming the file and the fix (exit status
+2, no traceback), or a clean recovery. Neither leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from radfusion.cli import app
+from radfusion.imaging import preprocess
+from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
+from radfusion.pipeline.benchmark import run_benchmark
+
+from ..conftest import TINY
+
+runner = CliRunner()
+
+
+def _fails_with(args, *fragments):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    message = " ".join(result.output.split())  # rich wraps long lines
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".tmp-*")]
+
+
+def _bench_args(data, out):
+    return ["benchmark", "--data", data, "--out", out, *[a for s in TINY for a in ("--set", s)]]
+
+
+def test_a_corrupt_volume(cohort_copy, tmp_path):
+    victim = next(cohort_copy.rglob("*.npy"))
+    victim.write_bytes(b"\x93NUMPY\x01\x00garbage")
+    _fails_with(["validate", cohort_copy], victim.name)
+    _fails_with(_bench_args(cohort_copy, tmp_path / "run"), victim.name)
+    assert not _leftovers(tmp_path)
+
+
+def test_a_truncated_dicom_file_skips_its_series_with_the_file_named(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    series = tmp_path / "series"
+    series.mkdir()
+    template, uid = pydicom.dcmread(get_testdata_file("693_UNCR.dcm")), generate_uid()
+    for s in range(6):
+        template.SOPInstanceUID, template.SeriesInstanceUID = generate_uid(), uid
+        template.InstanceNumber, template.ImagePositionPatient = s + 1, [0.0, 0.0, -2.5 * s]
+        template.save_as(series / f"{s:02d}.dcm")
+    victim = series / "05.dcm"
+    victim.write_bytes(victim.read_bytes()[:3000])
+    result = runner.invoke(app, ["import-dicom", str(series), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    # A series with an undecodable slice is not imported with a hole in it: it is skipped,
+    # and the report names the file and why.
+    report = pd.read_csv(tmp_path / "out" / "import_report.csv")
+    assert report["action"].tolist() == ["skipped"]
+    assert "05.dcm" in report["reason"][0] and "less than expected" in report["reason"][0]
+    assert pd.read_csv(tmp_path / "out" / "series.csv").empty
+    assert not list((tmp_path / "out").glob("*.npy"))
+    assert not _leftovers(tmp_path / "out")
+
+
+def test_infinite_ehr_values_are_refused_and_nan_imputed(cohort_copy, tmp_path):
+    labs = cohort_copy / "LABS.csv"
+    table = pd.read_csv(labs)
+    column = table.columns[3]
+    table[column] = table[column].astype(float)
+    table.loc[0, column] = np.inf
+    table.to_csv(labs, index=False)
+    _fails_with(["train-ehr", cohort_copy, "--out", tmp_path / "inf"], "inf")
+    table.loc[0, column] = np.nan
+    table.loc[5:9, column] = np.nan
+    table.to_csv(labs, index=False)
+    result = runner.invoke(app, ["train-ehr", str(cohort_copy), "--out", str(tmp_path / "nan")])
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(pd.read_csv(tmp_path / "nan" / "predictions" / "ehr.csv")["prob"]).all()
+
+
+def test_a_missing_table(cohort_copy, tmp_path):
+    (cohort_copy / "Vitals.csv").unlink()
+    _fails_with(["validate", cohort_copy], "Vitals")
+    _fails_with(_bench_args(cohort_copy, tmp_path / "run"), "Vitals")
+
+
+def test_predictions_with_an_unknown_idx(small_cohort, tmp_path):
+    labels = pd.read_csv(small_cohort / "Labels.csv")
+    frame = labels.assign(prob=0.5)[["idx", "prob"]]
+    frame.loc[0, "idx"] = 999_999
+    path = tmp_path / "mine.csv"
+    frame.to_csv(path, index=False)
+    args = ["evaluate", "--data", small_cohort, "--predictions", path, "--out", tmp_path / "eval"]
+    _fails_with(args, "mine.csv", "999999")
+    assert not (tmp_path / "eval" / "metrics.csv").exists()
+
+
+class _FullDisk:
+    """A file whose writes stop with ENOSPC after ``room`` bytes, as on a full disk."""
+
+    def __init__(self, fh, room):
+        self.fh, self.room = fh, room
+
+    def write(self, data):
+        if len(memoryview(data).cast("B")) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(memoryview(data).cast("B"))
+        return self.fh.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def test_a_full_disk_while_caching_then_a_clean_rerun(small_cohort, tmp_path, monkeypatch):
+    from radfusion.data import Cohort
+
+    volumes = cohort_volumes(Cohort.load(small_cohort))
+    params = PreprocessParams(size=16)
+
+    def full_disk(path, mode):
+        return _FullDisk(open(path, mode), room=200)
+
+    monkeypatch.setattr(preprocess, "open", full_disk, raising=False)
+    summary = build_cache(volumes, tmp_path / "cache", params)
+    assert len(summary.failed) == len(volumes)
+    assert "No space left on device" in next(iter(summary.failed.values()))
+    folder = summary.folder
+    assert not list(folder.glob("*.npy")) and not _leftovers(folder)  # nothing half-written
+    monkeypatch.undo()  # space freed
+    again = build_cache(volumes, tmp_path / "cache", params)
+    assert not again.failed and len(again.built) == len(volumes)
+
+
+def test_a_changed_config_never_mixes_with_the_old_run(benchmark_run, tmp_path):
+    """PENet with another learning rate in the same folder: trained from scratch (not resumed
+    from the old checkpoint), and the old checkpoints are gone."""
+    data, run, _ = benchmark_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    from radfusion.pipeline.config import load_config
+
+    result = run_benchmark(data, copy, load_config(None, [*TINY, "image.lr=0.05"]))
+    assert result.statuses["image"] == "ran" and result.statuses["ehr"] == "skipped"
+    assert len(list((copy / "image" / "logs").iterdir())) == 1  # one training, not two
+    assert (copy / "image" / "checkpoints" / "last.ckpt").exists()
+    assert "lr: 0.05" in (copy / "config.yaml").read_text()
