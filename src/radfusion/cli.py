@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from radfusion.errors import RadfusionError
+from radfusion.pipeline.demo import SYNTH_MARKER
 
 app = typer.Typer(
     name="radfusion",
@@ -25,8 +26,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-SYNTH_MARKER = "synthetic.json"
 
 
 def _progress():
