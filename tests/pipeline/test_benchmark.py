@@ -128,3 +128,21 @@ def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_
     a = pd.read_csv(straight / "eval" / "metrics.csv")
     b = pd.read_csv(run / "eval" / "metrics.csv")
     pd.testing.assert_frame_equal(a.drop(columns="note"), b.drop(columns="note"), atol=1e-6)
+
+
+def test_the_benchmark_runs_on_a_cohort_with_every_release_quirk(quirky_cohort, tmp_path):
+    from radfusion.pipeline.config import load_config
+
+    config = load_config(None, [*TINY, "fusion.strategies=[mean]"])
+    result = run_benchmark(quirky_cohort, tmp_path / "run", config)
+    assert set(result.summary["model"]) == {"ehr", "image", "fusion_mean"}
+    assert result.summary["all_value"].between(0, 1).all()
+    log = (tmp_path / "run" / "benchmark.log").read_text()
+    assert "WARNING" in log  # the quirks are reported, not silently absorbed
+
+
+def test_a_run_folder_inside_the_data_folder_does_not_invalidate_itself(cohort_copy, tiny_config):
+    run = cohort_copy / "runs" / "r1"
+    run_benchmark(cohort_copy, run, tiny_config)
+    again = run_benchmark(cohort_copy, run, tiny_config)
+    assert set(again.statuses.values()) == {"skipped"}

@@ -157,7 +157,7 @@ def run_benchmark(
     book, statuses = StageBook(run), {}
     pred_dir = run / "predictions"
 
-    def stage(name: str, fp: str, outputs: list[Path], work: Callable[[bool], dict | None]):
+    def stage(name: str, fp: str, outputs: list[Path], work: Callable[[], dict | None]):
         if book.is_done(name, fp):
             statuses[name] = "skipped"
             log.info("stage %s: unchanged, skipped", name)
@@ -168,7 +168,7 @@ def run_benchmark(
         log.info("stage %s: %s (fingerprint %s)", name, statuses[name], fp)
         reporter.stage(name, "resumed" if resumed else "running")
         t0 = time.perf_counter()
-        info = work(resumed) or {}
+        info = work() or {}
         seconds = time.perf_counter() - t0
         book.finish(name, fp, seconds, **info)
         log.info("stage %s: done in %.1f s %s", name, seconds, info or "")
@@ -176,13 +176,13 @@ def run_benchmark(
 
     try:
         log.info("benchmark of %s into %s", data, run)
-        data_fp = fingerprint(tree_signature(data), config.preprocess.hu_intercept)
+        data_fp = fingerprint(tree_signature(data, exclude=run), config.preprocess.hu_intercept)
         report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
         if not report.ok:
             raise CohortError(report.errors)
         cohort = report.cohort
 
-        def validate(_):
+        def validate():
             for warning in report.warnings:
                 log.warning("%s", warning)
             return {"studies": len(cohort.studies), "warnings": len(report.warnings)}
@@ -195,7 +195,7 @@ def run_benchmark(
         prep_fp = fingerprint(data_fp, asdict(params))
         folder = cache_folder(run / "cache", params)
 
-        def preprocess(_):
+        def preprocess():
             from radfusion.imaging.preprocess import cohort_volumes
 
             summary = build_cache(
@@ -218,7 +218,7 @@ def run_benchmark(
 
         ehr_fp = fingerprint(data_fp, asdict(config.ehr), config.seed)
 
-        def ehr(_):
+        def ehr():
             from radfusion.ehr.train import train_ehr
 
             e = config.ehr
@@ -238,7 +238,7 @@ def run_benchmark(
 
         image_fp = fingerprint(prep_fp, asdict(config.image), config.seed)
 
-        def image(_):
+        def image():
             from radfusion.imaging.train import train_image
 
             train = replace(config.image.train_config(), seed=config.seed)
@@ -265,7 +265,7 @@ def run_benchmark(
 
         fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
 
-        def fusion(_):
+        def fusion():
             from radfusion.fusion import fuse_files
 
             for strategy in config.fusion.strategies:
@@ -282,7 +282,7 @@ def run_benchmark(
             config.seed,
         )
 
-        def evaluate(_):
+        def evaluate():
             from radfusion.evaluation.evaluate import evaluate_files
 
             evaluate_files(
@@ -291,7 +291,7 @@ def run_benchmark(
 
         stage("evaluate", eval_fp, [run / "eval"], evaluate)
 
-        def write(_):
+        def write():
             from radfusion.report.html import write_report
 
             write_report(run)

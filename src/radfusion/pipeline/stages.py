@@ -34,12 +34,20 @@ def file_signature(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def tree_signature(root: Path, suffixes=(".csv", ".npy", ".parquet", ".json")) -> str:
-    """Names, sizes and modification times of the data files below ``root``: cheap for
-    thousands of volumes, and changed by any rewrite."""
+def tree_signature(
+    root: Path, suffixes=(".csv", ".npy", ".parquet", ".json"), exclude: Path | None = None
+) -> str:
+    """Names, sizes and modification times of the data files below ``root`` (not below
+    ``exclude``, e.g. a run folder inside it): cheap for thousands of volumes, and changed by
+    any rewrite."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     entries = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (Path(folder) / d).resolve() != skip)
+        )
         for name in sorted(files):
             if name.endswith(suffixes):
                 st = (Path(folder) / name).stat()
