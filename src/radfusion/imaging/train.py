@@ -113,9 +113,11 @@ class PENetModule(L.LightningModule):
             data.set_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx):
-        # Stochastic depth draws from the global generator: seed it per step, so a resumed
-        # run (a new process, whatever it consumed on the way) makes the same draws.
-        torch.manual_seed(hash((self.cfg.seed, self.current_epoch, batch_idx)) % 2**63)
+        # Stochastic depth draws from the global generator: seed it per step (and per DDP
+        # rank), so a resumed run - a new process, whatever it consumed on the way - makes
+        # the same draws.
+        step = (self.cfg.seed, self.global_rank, self.current_epoch, batch_idx)
+        torch.manual_seed(hash(step) % 2**63)
         x, y = batch
         logits = self.model(x.to(memory_format=torch.channels_last_3d)).squeeze(1)
         if self.cfg.loss == "bce":
