@@ -301,19 +301,9 @@ def evaluate(
     )
     for note in result.notes:
         console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
-    m = result.metrics
-    rows = m[(m["attribute"] == "overall") & (m["metric"] == "auroc")]
-    table = Table(title="AUROC (95% CI), test set")
-    table.add_column("model")
-    for subset in ("all", "non_subsegmental"):
-        table.add_column(subset, justify="right")
-    for model in dict.fromkeys(rows["model"]):
-        cells = []
-        for subset in ("all", "non_subsegmental"):
-            r = rows[(rows["model"] == model) & (rows["subset"] == subset)].iloc[0]
-            cells.append(f"{r['value']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f})")
-        table.add_row(model, *cells)
-    console.print(table)
+    from radfusion.evaluation.evaluate import auroc_summary
+
+    _print_aurocs(auroc_summary(result.metrics))
     console.print(f"wrote {out}/metrics.csv, thresholds.csv, fairness.csv, comparisons.csv")
 
 
@@ -600,12 +590,13 @@ class _RichReporter:
             self.progress.advance(self.task, n)
 
 
-def _print_benchmark(result) -> None:
+def _print_aurocs(summary) -> None:
+    """The test AUROC table (``auroc_summary``): every model, all studies and non-subsegmental."""
     table = Table(title="Test AUROC (95% CI)")
     table.add_column("model")
-    table.add_column("all test studies")
-    table.add_column("non-subsegmental")
-    for row in result.summary.itertuples():
+    table.add_column("all test studies", justify="right")
+    table.add_column("non-subsegmental", justify="right")
+    for row in summary.itertuples():
         cells = [
             f"{getattr(row, f'{s}_value'):.3f} "
             f"({getattr(row, f'{s}_ci_low'):.3f}-{getattr(row, f'{s}_ci_high'):.3f})"
@@ -613,7 +604,6 @@ def _print_benchmark(result) -> None:
         ]
         table.add_row(row.model, *cells)
     console.print(table)
-    console.print(f"report: {result.report}")
 
 
 @command()
@@ -648,7 +638,8 @@ def benchmark(
             extra_predictions=extra_predictions or (),
             reporter=_RichReporter(progress),
         )
-    _print_benchmark(result)
+    _print_aurocs(result.summary)
+    console.print(f"report: {result.report}")
 
 
 def _stage_progress():
@@ -701,7 +692,8 @@ def demo(
         result = run_benchmark(
             out / "data", out / "run", load_config("cpu-demo"), reporter=reporter
         )
-    _print_benchmark(result)
+    _print_aurocs(result.summary)
+    console.print(f"report: {result.report}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 

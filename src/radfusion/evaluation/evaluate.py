@@ -353,3 +353,15 @@ def evaluate_files(
     write_csv(result.fairness, out / "fairness.csv", float_format="%.6g")
     write_csv(result.comparisons, out / "comparisons.csv", float_format="%.6g")
     return result
+
+
+def auroc_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: test AUROC with its CI on all studies and on non-subsegmental PE
+    (columns ``all_value``, ``all_ci_low``, ..., ``non_subsegmental_ci_high``)."""
+    rows = metrics[(metrics["attribute"] == "overall") & (metrics["metric"] == "auroc")]
+    out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(rows["model"])), name="model"))
+    for subset in ("all", "non_subsegmental"):
+        part = rows[rows["subset"] == subset].set_index("model")
+        for what in ("value", "ci_low", "ci_high"):
+            out[f"{subset}_{what}"] = part[what].reindex(out.index)
+    return out.reset_index()

@@ -29,11 +29,12 @@ import lightning as L
 import pandas as pd
 
 from radfusion.errors import CohortError, RadfusionError
+from radfusion.evaluation.evaluate import auroc_summary
 from radfusion.io import atomic_path, write_json
 from radfusion.pipeline.config import BenchmarkConfig
 from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
 
-__all__ = ["STAGES", "BenchmarkResult", "Reporter", "auroc_summary", "run_benchmark"]
+__all__ = ["STAGES", "BenchmarkResult", "Reporter", "run_benchmark"]
 
 STAGES = ("validate", "preprocess", "ehr", "image", "fusion", "evaluate", "report")
 PRODUCED = ("ehr", "image")  # prediction files the benchmark writes itself (plus fusion_*)
@@ -104,20 +105,6 @@ def _add_extra(pred_dir: Path, extras: Iterable[str | Path]) -> None:
             continue
         with atomic_path(target) as tmp:
             shutil.copyfile(extra, tmp)
-
-
-def auroc_summary(eval_dir: Path) -> pd.DataFrame:
-    """AUROC with its CI per model, on the whole test set and on non-subsegmental PE."""
-    metrics = pd.read_csv(eval_dir / "metrics.csv")
-    rows = metrics[(metrics["attribute"] == "overall") & (metrics["metric"] == "auroc")]
-    table = rows.pivot_table(
-        index="model", columns="subset", values=["value", "ci_low", "ci_high"], sort=False
-    )
-    out = pd.DataFrame(index=list(dict.fromkeys(rows["model"])))
-    for subset in ("all", "non_subsegmental"):
-        for what in ("value", "ci_low", "ci_high"):
-            out[f"{subset}_{what}"] = table[(what, subset)]
-    return out.rename_axis("model").reset_index()
 
 
 def run_benchmark(
@@ -297,9 +284,8 @@ def run_benchmark(
             write_report(run)
 
         stage("report", fingerprint(eval_fp), [run / "report"], write)
-        return BenchmarkResult(
-            run, statuses, auroc_summary(run / "eval"), run / "report" / "report.html"
-        )
+        summary = auroc_summary(pd.read_csv(run / "eval" / "metrics.csv"))
+        return BenchmarkResult(run, statuses, summary, run / "report" / "report.html")
     except Exception as exc:
         log.error("benchmark stopped: %s", exc)
         raise
