@@ -47,8 +47,9 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(*args, **kwargs):
-    """``app.command`` that turns a user error into one message and exit status 2."""
+def command(*args, resumable: bool = False, **kwargs):
+    """``app.command`` that turns a user error into one message and exit status 2; a
+    ``resumable`` command interrupted with Ctrl-C says how to resume (exit status 130)."""
 
     def register(fn):
         @functools.wraps(fn)
@@ -57,6 +58,10 @@ def command(*args, **kwargs):
                 return fn(*a, **k)
             except RadfusionError as exc:
                 _fail(str(exc))
+            except KeyboardInterrupt:
+                if not resumable:
+                    raise
+                _fail("interrupted; finished work is kept: rerun the same command to resume", 130)
 
         return app.command(*args, **kwargs)(run)
 
@@ -450,7 +455,7 @@ def preprocess(
         raise typer.Exit(2)
 
 
-@command("train-image")
+@command("train-image", resumable=True)
 def train_image_command(
     data_dir: Annotated[Path, typer.Argument(help="A RadFusion release (or synthetic) folder.")],
     cache: Annotated[Path, typer.Option(help="The cache root given to radfusion preprocess.")],
@@ -606,7 +611,7 @@ def _print_aurocs(summary) -> None:
     console.print(table)
 
 
-@command()
+@command(resumable=True)
 def benchmark(
     data: Annotated[Path, typer.Option(help="The cohort folder (the release, or synth output).")],
     out: Annotated[Path, typer.Option(help="The run folder (created; rerun to resume).")],
@@ -662,7 +667,7 @@ def _stage_progress():
     )
 
 
-@command()
+@command(resumable=True)
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo cohort and run go.")] = Path(
         "radfusion-demo"

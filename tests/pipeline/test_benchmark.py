@@ -146,3 +146,33 @@ def test_a_run_folder_inside_the_data_folder_does_not_invalidate_itself(cohort_c
     run_benchmark(cohort_copy, run, tiny_config)
     again = run_benchmark(cohort_copy, run, tiny_config)
     assert set(again.statuses.values()) == {"skipped"}
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(small_cohort, tmp_path):
+    run = tmp_path / "run"
+    sets = [a for s in [*TINY, "image.max_epochs=40"] for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radfusion.cli",
+        "benchmark",
+        "--data",
+        str(small_cohort),
+        "--out",
+        str(run),
+        *sets,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run / "image" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished work is kept: rerun the same command to resume" in err
+    assert "Traceback" not in err
+    assert json.loads((run / "stages" / "image.json").read_text())["status"] == "running"
+    config = load_config(None, [*TINY, "image.max_epochs=40"])
+    result = run_benchmark(small_cohort, run, config)
+    assert result.statuses["image"] == "resumed" and result.statuses["ehr"] == "skipped"

@@ -259,12 +259,17 @@ def train_image(
     with warnings.catch_warnings():
         # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated pytree name.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        trainer.fit(
-            module,
-            _loader(train, config),
-            _loader(val, config),
-            ckpt_path=str(last) if last.exists() else None,
-        )
+        try:
+            trainer.fit(
+                module,
+                _loader(train, config),
+                _loader(val, config),
+                ckpt_path=str(last) if last.exists() else None,
+            )
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its shutdown
+                raise KeyboardInterrupt from None
+            raise
     best = checkpoints.best_model_path or str(last)
     model, _ = load_checkpoint(best)
     predictions = predict_studies(model, cache_dir, cohort.studies, config)
