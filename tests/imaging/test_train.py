@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from radfusion.data import Cohort
 from radfusion.imaging.penet import create_model
-from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
 from radfusion.imaging.train import TrainConfig, focal_loss, load_checkpoint, train_image
 
 warnings.filterwarnings("ignore", module="lightning")
@@ -46,15 +44,6 @@ def test_a_few_steps_reduce_the_loss():
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.fixture(scope="module")
-def cache(small_cohort, tmp_path_factory):
-    cohort = Cohort.load(small_cohort)
-    summary = build_cache(
-        cohort_volumes(cohort), tmp_path_factory.mktemp("cache"), PreprocessParams(size=16)
-    )
-    return cohort, summary.folder
-
-
 CFG = dict(
     model="penet_tiny",
     windows_per_epoch=8,
@@ -71,8 +60,8 @@ def _weights(path):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_train_writes_checkpoints_and_predictions(cache, tmp_path):
-    cohort, folder = cache
+def test_train_writes_checkpoints_and_predictions(cached, tmp_path):
+    cohort, folder = cached
     best, predictions = train_image(
         cohort, folder, tmp_path, TrainConfig(max_epochs=1, **CFG), trainer_args=QUIET
     )
@@ -95,8 +84,8 @@ class _Crash(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
-    cohort, folder = cache
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cached, tmp_path):
+    cohort, folder = cached
     config = TrainConfig(max_epochs=3, **CFG)
     train_image(cohort, folder, tmp_path / "straight", config, trainer_args=QUIET)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -125,8 +114,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
     np.testing.assert_allclose(pa, pb, atol=1e-6)
 
 
-def test_same_seed_same_run(cache, tmp_path):
-    cohort, folder = cache
+def test_same_seed_same_run(cached, tmp_path):
+    cohort, folder = cached
     config = TrainConfig(max_epochs=1, **CFG)
     train_image(cohort, folder, tmp_path / "a", config, trainer_args=QUIET)
     train_image(cohort, folder, tmp_path / "b", config, trainer_args=QUIET)
@@ -221,10 +210,10 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
     assert missing.exit_code == 2 and "run radfusion preprocess" in missing.output
 
 
-def test_a_run_directory_holds_one_run(cache, tmp_path):
+def test_a_run_directory_holds_one_run(cached, tmp_path):
     from radfusion.errors import RadfusionError
 
-    cohort, folder = cache
+    cohort, folder = cached
     train_image(cohort, folder, tmp_path, TrainConfig(max_epochs=1, **CFG), trainer_args=QUIET)
     other = TrainConfig(max_epochs=1, **{**CFG, "lr": 0.5})
     with pytest.raises(RadfusionError, match=r"different configuration \(lr\)"):

@@ -9,8 +9,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
-from radfusion.data import Cohort
-from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
 from radfusion.imaging.windows import (
     EvalWindows,
     TrainWindows,
@@ -18,15 +16,6 @@ from radfusion.imaging.windows import (
     normalize_tensor,
     window_starts,
 )
-
-
-@pytest.fixture(scope="module")
-def cached(small_cohort, tmp_path_factory):
-    cohort = Cohort.load(small_cohort)
-    summary = build_cache(
-        cohort_volumes(cohort), tmp_path_factory.mktemp("cache"), PreprocessParams(size=16)
-    )
-    return cohort, summary.folder
 
 
 def paper_window(hu):
