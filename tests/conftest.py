@@ -55,6 +55,12 @@ TINY = [
 ]
 
 
+def tiny_cli(data, out, *extra: str) -> list[str]:
+    """``radfusion benchmark`` with the TINY config (plus ``extra`` keys) as a command line."""
+    sets = [arg for item in [*TINY, *extra] for arg in ("--set", item)]
+    return ["benchmark", "--data", str(data), "--out", str(out), *sets]
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     return load_config(None, TINY)

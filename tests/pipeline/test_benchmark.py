@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from radfusion.errors import RadfusionError
 from radfusion.pipeline.benchmark import STAGES, run_benchmark
 from radfusion.pipeline.config import load_config
 
-from ..conftest import TINY
+from ..conftest import TINY, tiny_cli
 
 
 def _statuses(run):
@@ -90,37 +89,33 @@ def test_a_run_folder_holds_one_cohort(run_copy, tiny_config, cohort_copy):
         run_benchmark(cohort_copy, run, tiny_config)
 
 
+def _started_until_first_checkpoint(cmd, run, output):
+    """Start the CLI and return once PENet has written its first checkpoint (mid-training);
+    ``output`` (PIPE or DEVNULL) takes its stdout and stderr."""
+    proc = subprocess.Popen(cmd, stdout=output, stderr=output, text=True)
+    last = run / "image" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    return proc
+
+
 def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_path):
     """SIGKILL the CLI while PENet trains (after its first epoch's checkpoint), rerun the
     same command: finished stages are skipped, training resumes, the numbers are those of
     the uninterrupted run (the session's ``benchmark_run``, same config and seed)."""
     data, straight, _ = benchmark_run
     run = tmp_path / "killed"
-    sets = [arg for item in TINY for arg in ("--set", item)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "radfusion.cli",
-        "benchmark",
-        "--data",
-        str(data),
-        "--out",
-        str(run),
-        *sets,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    last = run / "image" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    cmd = [sys.executable, "-m", "radfusion.cli", *tiny_cli(data, run)]
+    proc = _started_until_first_checkpoint(cmd, run, subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((run / "stages" / "image.json").read_text())["status"] == "running"
     assert not (run / "eval").exists()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "unchanged, skipped" in done.stdout and "image (resumed)" not in done.stdout
+    assert "unchanged, skipped" in done.stdout
     statuses = _statuses(run)
     assert statuses == dict.fromkeys(STAGES, "done")
     log = (run / "benchmark.log").read_text()
@@ -150,23 +145,13 @@ def test_a_run_folder_inside_the_data_folder_does_not_invalidate_itself(cohort_c
 
 def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(small_cohort, tmp_path):
     run = tmp_path / "run"
-    sets = [a for s in [*TINY, "image.max_epochs=40"] for a in ("--set", s)]
     cmd = [
         sys.executable,
         "-m",
         "radfusion.cli",
-        "benchmark",
-        "--data",
-        str(small_cohort),
-        "--out",
-        str(run),
-        *sets,
+        *tiny_cli(small_cohort, run, "image.max_epochs=40"),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run / "image" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = _started_until_first_checkpoint(cmd, run, subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

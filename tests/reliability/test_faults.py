@@ -19,7 +19,7 @@ from radfusion.imaging import preprocess
 from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
 from radfusion.pipeline.benchmark import run_benchmark
 
-from ..conftest import TINY
+from ..conftest import TINY, tiny_cli
 
 runner = CliRunner()
 
@@ -38,15 +38,11 @@ def _leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob(".tmp-*")]
 
 
-def _bench_args(data, out):
-    return ["benchmark", "--data", data, "--out", out, *[a for s in TINY for a in ("--set", s)]]
-
-
 def test_a_corrupt_volume(cohort_copy, tmp_path):
     victim = next(cohort_copy.rglob("*.npy"))
     victim.write_bytes(b"\x93NUMPY\x01\x00garbage")
     _fails_with(["validate", cohort_copy], victim.name)
-    _fails_with(_bench_args(cohort_copy, tmp_path / "run"), victim.name)
+    _fails_with(tiny_cli(cohort_copy, tmp_path / "run"), victim.name)
     assert not _leftovers(tmp_path)
 
 
@@ -95,7 +91,7 @@ def test_infinite_ehr_values_are_refused_and_nan_imputed(cohort_copy, tmp_path):
 def test_a_missing_table(cohort_copy, tmp_path):
     (cohort_copy / "Vitals.csv").unlink()
     _fails_with(["validate", cohort_copy], "Vitals")
-    _fails_with(_bench_args(cohort_copy, tmp_path / "run"), "Vitals")
+    _fails_with(tiny_cli(cohort_copy, tmp_path / "run"), "Vitals")
 
 
 def test_predictions_with_an_unknown_idx(small_cohort, tmp_path):
