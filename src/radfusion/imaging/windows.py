@@ -229,8 +229,8 @@ class TrainWindows(_CacheDataset):
             idx = int(rng.choice(self.ids))
             n = self.shapes[idx][0]
             if self.matched and len(self.abnormal) and rng.random() < self.matched:
-                # At the relative height of an annotated slice of another study: abnormal
-                # windows sit where emboli do, so must as many windows of any label.
+                # At the relative height of an annotated slice of some positive study:
+                # abnormal windows sit where emboli do, and so must windows of any label.
                 other = int(rng.choice(self.abnormal))
                 height = rng.choice(self.annotated[other]) / max(self.shapes[other][0], 1)
                 start = round(height * n) - self.window // 2

@@ -28,11 +28,22 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+from radfusion.data.cohort import validate_cohort
+from radfusion.ehr.train import train_ehr
 from radfusion.errors import CohortError, RadfusionError
-from radfusion.evaluation.evaluate import auroc_summary
+from radfusion.evaluation.evaluate import auroc_summary, evaluate_files
+from radfusion.fusion import fuse_files
+from radfusion.imaging.preprocess import (
+    PreprocessParams,
+    build_cache,
+    cache_folder,
+    cohort_volumes,
+)
+from radfusion.imaging.train import train_image
 from radfusion.io import atomic_path, write_json
 from radfusion.pipeline.config import BenchmarkConfig
 from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
+from radfusion.report.html import write_report
 
 __all__ = ["STAGES", "BenchmarkResult", "Reporter", "run_benchmark"]
 
@@ -117,8 +128,6 @@ def run_benchmark(
     trainer_args: dict | None = None,
 ) -> BenchmarkResult:
     """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``."""
-    from radfusion.data.cohort import validate_cohort
-    from radfusion.imaging.preprocess import PreprocessParams, build_cache, cache_folder
 
     data, run = Path(data_dir).resolve(), Path(run_dir)
     reporter = reporter or Reporter()
@@ -183,8 +192,6 @@ def run_benchmark(
         folder = cache_folder(run / "cache", params)
 
         def preprocess():
-            from radfusion.imaging.preprocess import cohort_volumes
-
             summary = build_cache(
                 cohort_volumes(cohort),
                 run / "cache",
@@ -206,8 +213,6 @@ def run_benchmark(
         ehr_fp = fingerprint(data_fp, asdict(config.ehr), config.seed)
 
         def ehr():
-            from radfusion.ehr.train import train_ehr
-
             e = config.ehr
             result = train_ehr(
                 cohort,
@@ -226,8 +231,6 @@ def run_benchmark(
         image_fp = fingerprint(prep_fp, asdict(config.image), config.seed)
 
         def image():
-            from radfusion.imaging.train import train_image
-
             train = replace(config.image.train_config(), seed=config.seed)
             args = {
                 **config.image.trainer_args(),
@@ -253,8 +256,6 @@ def run_benchmark(
         fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
 
         def fusion():
-            from radfusion.fusion import fuse_files
-
             for strategy in config.fusion.strategies:
                 fuse_files(pred_dir, ["image", "ehr"], strategy, cohort.studies, seed=config.seed)
 
@@ -270,8 +271,6 @@ def run_benchmark(
         )
 
         def evaluate():
-            from radfusion.evaluation.evaluate import evaluate_files
-
             evaluate_files(
                 data, [pred_dir], run / "eval", n_boot=config.evaluation.n_boot, seed=config.seed
             )
@@ -279,8 +278,6 @@ def run_benchmark(
         stage("evaluate", eval_fp, [run / "eval"], evaluate)
 
         def write():
-            from radfusion.report.html import write_report
-
             write_report(run)
 
         stage("report", fingerprint(eval_fp), [run / "report"], write)
