@@ -75,6 +75,11 @@ def test_bad_requests_are_named(benchmark_run, tmp_path):
     cohort.features().loc[[idx]].drop(columns=cohort.features().columns[:2]).to_csv(row)
     with pytest.raises(RadfusionError, match=r"2 EHR feature column\(s\) missing"):
         predict_study(run, volume=vol, ehr_row=row)
+    text = cohort.features().loc[[idx]].astype(object)
+    text.iloc[0, 3] = "high"
+    text.to_csv(row, index=False)
+    with pytest.raises(RadfusionError, match="non-numeric feature column"):
+        predict_study(run, volume=vol, ehr_row=row)
     broken = tmp_path / "bad.npy"
     broken.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(RadfusionError, match=r"bad\.npy"):

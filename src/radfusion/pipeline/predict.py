@@ -96,7 +96,7 @@ def _ehr(run: Path, row_csv: Path) -> float:
             f"{row_csv}: {len(missing)} EHR feature column(s) missing, e.g. {missing[:3]}; "
             "the row needs the release tables' columns (empty cells are imputed)"
         )
-    x = check_features(row[names].apply(pd.to_numeric, errors="coerce"), what=str(row_csv))
+    x = check_features(row[names], what=str(row_csv))  # text in a cell is refused
     return float(load_model(run / "ehr" / "model.skops").predict_proba(x)[0, 1])
 
 
