@@ -30,6 +30,7 @@ SCRIPTS = {
         ["--models", "penet_50,penet_small"],
         ["--models", "penet_small", "--repeats", "1"],
     ),
+    "small_findings": ([], ["--seeds", "0"]),
 }
 
 

@@ -142,3 +142,34 @@ def test_channels_last_3d_gives_the_same_outputs():
 def test_zero_init_of_the_last_norm_can_be_turned_off():
     model = create_model("penet_tiny", zero_init_last_norm=False)
     assert all(torch.all(b.norm3.weight == 1) for stage in model.stages for b in stage)
+
+
+@pytest.mark.parametrize("shortcut, survives", [("conv", False), ("maxpool", True)])
+def test_a_one_voxel_finding_survives_a_maxpool_shortcut_only(shortcut, survives):
+    """At initialisation a downsampling block is its shortcut alone (the last norm is zero).
+    A strided 1x1 convolution samples even positions, so a response at an odd one vanishes;
+    a max-pool keeps it, in the output cell that covers it."""
+    torch.manual_seed(0)
+    block = create_model("penet_tiny", shortcut=shortcut, min_survival=1.0).stages[1][0].eval()
+    cin = block.conv1.in_channels
+    x = torch.zeros(1, cin, 6, 8, 8)
+    x[0, :, 3, 5, 1] = 1.0  # odd in every axis
+    with torch.no_grad():
+        out = block(x)[0]
+    assert out.shape[1:] == (3, 4, 4)
+    at_finding = out[:, 1, 2, 0]
+    elsewhere = out.flatten(1)
+    differs = (elsewhere - at_finding[:, None]).abs().amax(dim=0) > 1e-6
+    if survives:  # the finding's cell stands out; every other cell is the same background
+        assert differs.sum() == elsewhere.shape[1] - 1
+    else:
+        assert not differs.any()
+
+
+def test_maxpool_shortcut_keeps_the_parameter_count_and_refuses_unknown_designs():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(create_model("penet_small", shortcut="maxpool")) == count(
+        create_model("penet_small")
+    )
+    with pytest.raises(RadfusionError, match="unknown PENet shortcut 'avg'"):
+        create_model("penet_tiny", shortcut="avg")

@@ -24,7 +24,9 @@ from torch import nn
 
 from radfusion.errors import RadfusionError
 
-__all__ = ["MODELS", "PENet", "PENetConfig", "create_model", "register_model"]
+__all__ = ["MODELS", "SHORTCUTS", "PENet", "PENetConfig", "create_model", "register_model"]
+
+SHORTCUTS = ("conv", "maxpool")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class PENetConfig:
     in_chans: int = 1
     prior: float = 0.01  # the head's bias starts at logit(prior) = -log(99)
     zero_init_last_norm: bool = True  # each block starts as the identity (the original's)
+    # How a downsampling block's shortcut halves the grid: "conv", a strided 1x1 convolution
+    # (the original's), keeps one position in eight; "maxpool", a 2x max-pool before the 1x1
+    # convolution, keeps the strongest response of each eight, so a finding of a few voxels
+    # survives every stage (see benchmarks/small_findings.py).
+    shortcut: str = "conv"
 
 
 def _gn(channels: int, per_group: int) -> nn.GroupNorm:
@@ -75,6 +82,7 @@ class Bottleneck(nn.Module):
         per_group: int,
         survival: float,
         zero_init: bool = True,
+        shortcut: str = "conv",
     ):
         super().__init__()
         self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
@@ -90,11 +98,18 @@ class Bottleneck(nn.Module):
         self.se = SqueezeExcite(cout, se_reduction)
         self.act = nn.LeakyReLU(inplace=True)
         self.survival = survival
-        self.shortcut = (
-            nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _gn(cout, per_group))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
+        if stride != 1 and shortcut == "maxpool":
+            self.shortcut = nn.Sequential(
+                nn.MaxPool3d(stride, ceil_mode=True),
+                nn.Conv3d(cin, cout, 1, bias=False),
+                _gn(cout, per_group),
+            )
+        elif stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _gn(cout, per_group)
+            )
+        else:
+            self.shortcut = nn.Identity()
 
     def forward(self, x):
         identity = self.shortcut(x)
@@ -118,6 +133,8 @@ class PENet(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        if c.shortcut not in SHORTCUTS:
+            raise RadfusionError(f"unknown PENet shortcut {c.shortcut!r}; known: {SHORTCUTS}")
         self.stem = nn.Sequential(
             nn.Conv3d(c.in_chans, c.stem_channels, 7, stride=(1, 2, 2), padding=3, bias=False),
             _gn(c.stem_channels, c.gn_channels_per_group),
@@ -143,6 +160,7 @@ class PENet(nn.Module):
                         per_group=c.gn_channels_per_group,
                         survival=survival,
                         zero_init=c.zero_init_last_norm,
+                        shortcut=c.shortcut,
                     )
                 )
                 cin, k = cout, k + 1
