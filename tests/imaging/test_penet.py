@@ -173,3 +173,10 @@ def test_maxpool_shortcut_keeps_the_parameter_count_and_refuses_unknown_designs(
     )
     with pytest.raises(RadfusionError, match="unknown PENet shortcut 'avg'"):
         create_model("penet_tiny", shortcut="avg")
+
+
+def test_maxpool_shortcut_takes_the_original_designs_weights():
+    original = create_model("penet_tiny").state_dict()
+    pooled = create_model("penet_tiny", shortcut="maxpool")
+    assert set(pooled.state_dict()) == set(original)
+    pooled.load_state_dict(original)  # strict: every key and shape fits

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -99,10 +100,13 @@ class Bottleneck(nn.Module):
         self.act = nn.LeakyReLU(inplace=True)
         self.survival = survival
         if stride != 1 and shortcut == "maxpool":
+            # Named so the convolution and norm keep the keys ("shortcut.0", "shortcut.1") that
+            # pretrained weights of the original design load into.
             self.shortcut = nn.Sequential(
-                nn.MaxPool3d(stride, ceil_mode=True),
-                nn.Conv3d(cin, cout, 1, bias=False),
-                _gn(cout, per_group),
+                OrderedDict(
+                    pool=nn.MaxPool3d(stride, ceil_mode=True),
+                    **{"0": nn.Conv3d(cin, cout, 1, bias=False), "1": _gn(cout, per_group)},
+                )
             )
         elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
