@@ -6,13 +6,14 @@ import subprocess
 import sys
 import time
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.benchmark import STAGES, run_benchmark
+from radfusion.pipeline.benchmark import STAGES, Reporter, run_benchmark
 from radfusion.pipeline.config import load_config
 
 from ..conftest import TINY, tiny_cli
@@ -65,6 +66,34 @@ def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
     names = {p.stem for p in (run / "predictions").glob("*.csv")}
     assert names == {"ehr", "image", "fusion_mean", "fusion_max"}  # the old fusion is gone
     assert set(result.summary["model"]) == names
+
+
+def test_trainer_callbacks_join_the_progress_display(run_copy):
+    """A caller's Lightning callbacks run alongside the epoch progress, not instead of it."""
+    data, run = run_copy
+
+    class Epochs(L.Callback):
+        seen = 0
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            Epochs.seen += 1
+
+    class Progress(Reporter):
+        current, image_steps = "", 0
+
+        def stage(self, name, status, seconds=0.0):
+            Progress.current = name
+
+        def advance(self, n=1):
+            Progress.image_steps += n if Progress.current == "image" else 0
+
+    config = load_config(None, [*TINY, "image.max_epochs=2"])
+    result = run_benchmark(
+        data, run, config, reporter=Progress(), trainer_args={"callbacks": [Epochs()]}
+    )
+    assert result.statuses["image"] == "ran"
+    assert Epochs.seen == 2
+    assert Progress.image_steps == 2
 
 
 def test_extra_predictions_join_the_evaluation(run_copy, tiny_config, tmp_path):

@@ -232,11 +232,12 @@ def run_benchmark(
 
         def image():
             train = replace(config.image.train_config(), seed=config.seed)
+            extra = dict(trainer_args or {})
             args = {
                 **config.image.trainer_args(),
                 "enable_progress_bar": False,
-                "callbacks": [_EpochProgress(reporter)],
-                **(trainer_args or {}),
+                **extra,
+                "callbacks": [_EpochProgress(reporter), *extra.pop("callbacks", [])],
             }
             best, _ = train_image(
                 cohort,
