@@ -233,11 +233,12 @@ def run_benchmark(
         def image():
             train = replace(config.image.train_config(), seed=config.seed)
             extra = dict(trainer_args or {})
+            callbacks = [_EpochProgress(reporter), *extra.pop("callbacks", [])]
             args = {
                 **config.image.trainer_args(),
                 "enable_progress_bar": False,
                 **extra,
-                "callbacks": [_EpochProgress(reporter), *extra.pop("callbacks", [])],
+                "callbacks": callbacks,
             }
             best, _ = train_image(
                 cohort,

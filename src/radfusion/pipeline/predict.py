@@ -13,10 +13,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from radfusion.errors import RadfusionError
+from radfusion.fusion import fuse
 
 __all__ = ["StudyScore", "predict_study"]
 
@@ -133,7 +133,7 @@ def predict_study(
         model, prob, ehr_prob, fused = "image", image_prob, None, None
     else:
         ehr_prob = _ehr(run, Path(ehr_row))
-        fused = float(np.mean([image_prob, ehr_prob]))
+        fused = float(fuse(pd.DataFrame({"image": [image_prob], "ehr": [ehr_prob]})).iloc[0])
         model, prob = "fusion_mean", fused
     if model not in thresholds:
         raise RadfusionError(f"{run}: no validation threshold for {model} in eval/thresholds.csv")
