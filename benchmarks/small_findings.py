@@ -6,13 +6,15 @@ Usage: python benchmarks/small_findings.py [--model penet_tiny] [--size 3] [--st
 The task: 24 x 60 x 60 windows of faint noise; half of them hold one bright cube of
 ``--size`` voxels a side (+0.16 after normalisation, about 300 HU) somewhere. The model trains
 with AdamW (lr 1e-3) and BCE on balanced batches of 8, then scores 256 fresh windows; the
-AUROC says whether it found the cube. Four designs of the same model are compared:
+AUROC says whether it found the cube. Designs of the same model are compared:
 
 * the original: strided 1x1 shortcuts and a head biased to the focal-loss prior 0.01;
 * ``shortcut="maxpool"``: the downsampling shortcuts max-pool first, so the cube's response
   survives every stage (a strided 1x1 convolution keeps one position in eight);
 * ``prior=0.5``: the head starts at the balanced batches' positive rate;
 * both;
+* ``norm="batch"``: BatchNorm in place of the original's GroupNorm (which normalises each
+  window by its own statistics), alone and with the two changes above;
 
 and, for reference, a plain 3-layer CNN (3x3x3 convolutions, BatchNorm, ReLU, 2x max-pools).
 
@@ -57,6 +59,12 @@ DESIGNS = {
     "maxpool shortcut": {"shortcut": "maxpool"},
     "prior 0.5": {"prior": 0.5},
     "maxpool shortcut + prior 0.5": {"shortcut": "maxpool", "prior": 0.5},
+    "batchnorm": {"norm": "batch"},
+    "batchnorm + maxpool shortcut + prior 0.5": {
+        "norm": "batch",
+        "shortcut": "maxpool",
+        "prior": 0.5,
+    },
     PLAIN: None,
 }
 

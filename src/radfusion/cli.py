@@ -90,6 +90,10 @@ def synth(
     ] = None,
     size: Annotated[int, typer.Option(help="Rows and columns per slice (the release: 512).")] = 64,
     quirks: Annotated[bool, typer.Option(help="Reproduce the real release's quirks.")] = False,
+    calibre: Annotated[
+        float,
+        typer.Option(help="Draw lobar and smaller arteries (and emboli) this many times wider."),
+    ] = 1.0,
     workers: Annotated[int, typer.Option(help="Processes writing volumes.")] = os.cpu_count() or 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier synthetic cohort.")] = False,
 ) -> None:
@@ -103,6 +107,8 @@ def synth(
         _fail(f"--studies {studies}: need at least {MIN_STUDIES} to fill train, val and test")
     if size < 8:
         _fail(f"--size {size}: need at least 8 pixels")
+    if not 0 < calibre <= 5:
+        _fail(f"--calibre {calibre}: use a factor in (0, 5]; 1 is true to size")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             _fail(f"{out_dir}: not empty; choose a new folder or pass --overwrite")
@@ -121,11 +127,19 @@ def synth(
             size=size,
             slice_range=slice_range,
             quirks=quirks,
+            calibre=calibre,
             workers=workers,
             on_volume=lambda _: progress.advance(task),
         )
     write_json(
-        {"studies": studies, "seed": seed, "size": size, "slices": slices, "quirks": quirks},
+        {
+            "studies": studies,
+            "seed": seed,
+            "size": size,
+            "slices": slices,
+            "quirks": quirks,
+            "calibre": calibre,
+        },
         out_dir / SYNTH_MARKER,
     )
     positives = int(cohort.studies["label"].sum())

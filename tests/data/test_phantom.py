@@ -13,7 +13,12 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
+from radfusion.data.synthetic.phantom import (
+    Embolus,
+    _unopacified_beyond,
+    render_phantom,
+    sample_phantom,
+)
 
 SHAPE = (64, 96, 96)
 
@@ -73,3 +78,73 @@ def test_global_intensity_statistics_do_not_reveal_pe():
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     scores = cross_val_predict(model, x, y, cv=5, method="predict_proba")[:, 1]
     assert roc_auc_score(y, scores) < 0.6
+
+
+def _children(tube, tubes):
+    """Branches that start where ``tube`` ends (by coordinates, not by object identity)."""
+    return [t for t in tubes if t is not tube and np.allclose(t.start, tube.end)]
+
+
+def test_arteries_beyond_an_occluding_clot_are_unopacified():
+    seen = 0
+    for seed in range(12):
+        params = sample_phantom("segmental", np.random.default_rng(seed))
+        clots = {id(e.tube): e for e in params.emboli}
+        for clot in params.emboli:
+            if clot.tube.level != "segmental" or clot.radius < 0.6 * clot.tube.radius:
+                continue  # a subtle clot (under 0.6 of the lumen) lets contrast pass
+            for child in _children(clot.tube, params.tubes):
+                filled = clots[id(child)]  # every subsegmental branch beyond it
+                assert filled.radius == child.radius and filled.hu == clot.hu
+                seen += 1
+    assert seen >= 10
+
+
+def test_a_main_artery_occlusion_empties_its_lung_and_a_trunk_clot_none():
+    params = sample_phantom("", np.random.default_rng(3))
+    trunk = next(t for t in params.tubes if t.level == "trunk")
+    main = next(t for t in params.tubes if t.level == "main")
+    clot = lambda t: Embolus(t, t.start, t.end, t.radius, 40.0)  # noqa: E731
+    assert _unopacified_beyond(clot(trunk), params.tubes) == []
+    below, frontier = [], [main]  # the main artery's subtree, walked by coordinates
+    while frontier:
+        kids = _children(frontier.pop(), params.tubes)
+        below += kids
+        frontier += kids
+    filled = _unopacified_beyond(clot(main), params.tubes)
+    assert {id(e.tube) for e in filled} == {id(t) for t in below}
+    assert {t.level for t in below} == {"lobar", "segmental", "subsegmental", "peripheral"}
+
+
+def test_unopacified_branches_render_at_the_clots_density():
+    for seed in range(12):
+        params = sample_phantom("segmental", np.random.default_rng(seed))
+        full = [
+            e for e in params.emboli if e.tube.level == "subsegmental" and e.radius == e.tube.radius
+        ]
+        if not full:
+            continue
+        rng = np.random.default_rng(seed)
+        sample_phantom("segmental", rng)  # the same draws, then the renderer's
+        state = rng.bit_generator.state
+        vol, _ = render_phantom(SHAPE, params, rng)
+        rng.bit_generator.state = state
+        open_, _ = render_phantom(SHAPE, dataclasses.replace(params, emboli=[]), rng)
+        changed = vol != open_
+        assert np.median(open_[changed]) > 150  # contrast before
+        assert np.median(vol[changed]) < 140  # unopacified blood after
+        return
+    pytest.fail("no occluded segmental artery in 12 studies")
+
+
+def test_calibre_widens_the_smaller_arteries_up_to_a_main_artery():
+    one = sample_phantom("", np.random.default_rng(5))
+    two = sample_phantom("", np.random.default_rng(5), calibre=2.0)
+    assert len(one.tubes) == len(two.tubes)
+    main = max(t.radius for t in one.tubes if t.level == "main")
+    for a, b in zip(one.tubes, two.tubes, strict=True):
+        np.testing.assert_allclose(a.start, b.start)  # same tree, same course
+        if a.level in ("trunk", "main"):
+            assert b.radius == a.radius
+        else:
+            assert b.radius == min(2 * a.radius, main)

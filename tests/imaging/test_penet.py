@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from radfusion.errors import RadfusionError
 from radfusion.imaging.penet import create_model
@@ -180,3 +181,30 @@ def test_maxpool_shortcut_takes_the_original_designs_weights():
     pooled = create_model("penet_tiny", shortcut="maxpool")
     assert set(pooled.state_dict()) == set(original)
     pooled.load_state_dict(original)  # strict: every key and shape fits
+
+
+def test_batchnorm_design_replaces_every_groupnorm_and_keeps_the_shapes():
+    group, batch = create_model("penet_tiny"), create_model("penet_tiny", norm="batch")
+    kinds = lambda m: {type(x) for x in m.modules()}  # noqa: E731
+    assert nn.GroupNorm in kinds(group) and nn.BatchNorm3d not in kinds(group)
+    assert nn.BatchNorm3d in kinds(batch) and nn.GroupNorm not in kinds(batch)
+    # Same convolutions, same parameter count: only the normalisation differs.
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(group) == count(batch)
+    x = torch.randn(2, 1, 24, 32, 32)
+    assert batch.eval()(x).shape == (2, 1)
+    with pytest.raises(RadfusionError, match="unknown PENet norm 'layer'"):
+        create_model("penet_tiny", norm="layer")
+
+
+def test_batchnorm_design_normalises_across_the_batch_not_within_a_window():
+    """Scaling one window's intensities: GroupNorm's stem output does not change (each window
+    is normalised by its own statistics), BatchNorm's does (by the batch's)."""
+    x = torch.rand(2, 1, 8, 16, 16)
+    y = x.clone()
+    y[0] *= 3
+    for norm, same in (("group", True), ("batch", False)):
+        torch.manual_seed(0)
+        stem = create_model("penet_tiny", norm=norm).stem[:2].train()
+        a, b = stem(x)[0], stem(y)[0]
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3) is same, norm  # GN: up to eps

@@ -227,3 +227,23 @@ def test_loss_choice_is_checked():
     PENetModule(asdict(TrainConfig(loss="bce")))
     with pytest.raises(RadfusionError, match="unknown loss 'mse'"):
         PENetModule(asdict(TrainConfig(loss="mse")))
+
+
+@pytest.mark.parametrize("threshold", [1, 4])
+def test_the_positive_window_threshold_reaches_the_sampler(cached, threshold):
+    """``min_abnormal_slices`` decides a window's label: counted here from the annotations."""
+    from radfusion.imaging.train import training_windows
+
+    cohort, folder = cached
+    config = TrainConfig(crop=12, windows_per_epoch=300, min_abnormal_slices=threshold)
+    data = training_windows(cohort, folder, config)
+    ann = cohort.annotations
+    labels_by_count = {}
+    for k in range(300):
+        idx, start = data.sample(k, np.random.default_rng([config.seed, 0, k]))
+        slices = ann.loc[ann["idx"] == idx, "slice"].to_numpy()
+        if len(slices):
+            inside = int(((slices >= start) & (slices < start + config.window)).sum())
+            labels_by_count.setdefault(inside, set()).add(data.label(idx, start))
+    assert all(labels == {float(n >= threshold)} for n, labels in labels_by_count.items())
+    assert any(0 < n < 4 for n in labels_by_count)  # the thresholds disagree on some windows

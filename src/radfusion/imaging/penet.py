@@ -25,9 +25,18 @@ from torch import nn
 
 from radfusion.errors import RadfusionError
 
-__all__ = ["MODELS", "SHORTCUTS", "PENet", "PENetConfig", "create_model", "register_model"]
+__all__ = [
+    "MODELS",
+    "NORMS",
+    "SHORTCUTS",
+    "PENet",
+    "PENetConfig",
+    "create_model",
+    "register_model",
+]
 
 SHORTCUTS = ("conv", "maxpool")
+NORMS = ("group", "batch")
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,16 @@ class PENetConfig:
     # convolution, keeps the strongest response of each eight, so a finding of a few voxels
     # survives every stage (see benchmarks/small_findings.py).
     shortcut: str = "conv"
+    # "group", GroupNorm with channels/16 groups (the original's), normalises each window by
+    # its own statistics; "batch", BatchNorm, by the batch's per channel. Trained from scratch,
+    # the GroupNorm design barely fits windows whose finding is a few hundred voxels, where
+    # BatchNorm does within a few hundred steps (see benchmarks/small_findings.py).
+    norm: str = "group"
 
 
-def _gn(channels: int, per_group: int) -> nn.GroupNorm:
+def _norm(kind: str, channels: int, per_group: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
     return nn.GroupNorm(max(channels // per_group, 1), channels)
 
 
@@ -84,16 +100,17 @@ class Bottleneck(nn.Module):
         survival: float,
         zero_init: bool = True,
         shortcut: str = "conv",
+        norm: str = "group",
     ):
         super().__init__()
         self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
-        self.norm1 = _gn(width, per_group)
+        self.norm1 = _norm(norm, width, per_group)
         self.conv2 = nn.Conv3d(
             width, width, 3, stride=stride, padding=1, groups=cardinality, bias=False
         )
-        self.norm2 = _gn(width, per_group)
+        self.norm2 = _norm(norm, width, per_group)
         self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
-        self.norm3 = _gn(cout, per_group)
+        self.norm3 = _norm(norm, cout, per_group)
         if zero_init:
             nn.init.zeros_(self.norm3.weight)  # each block starts as the identity
         self.se = SqueezeExcite(cout, se_reduction)
@@ -105,12 +122,12 @@ class Bottleneck(nn.Module):
             self.shortcut = nn.Sequential(
                 OrderedDict(
                     pool=nn.MaxPool3d(stride, ceil_mode=True),
-                    **{"0": nn.Conv3d(cin, cout, 1, bias=False), "1": _gn(cout, per_group)},
+                    **{"0": nn.Conv3d(cin, cout, 1, bias=False), "1": _norm(norm, cout, per_group)},
                 )
             )
         elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _gn(cout, per_group)
+                nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _norm(norm, cout, per_group)
             )
         else:
             self.shortcut = nn.Identity()
@@ -139,9 +156,11 @@ class PENet(nn.Module):
         c = config
         if c.shortcut not in SHORTCUTS:
             raise RadfusionError(f"unknown PENet shortcut {c.shortcut!r}; known: {SHORTCUTS}")
+        if c.norm not in NORMS:
+            raise RadfusionError(f"unknown PENet norm {c.norm!r}; known: {NORMS}")
         self.stem = nn.Sequential(
             nn.Conv3d(c.in_chans, c.stem_channels, 7, stride=(1, 2, 2), padding=3, bias=False),
-            _gn(c.stem_channels, c.gn_channels_per_group),
+            _norm(c.norm, c.stem_channels, c.gn_channels_per_group),
             nn.LeakyReLU(inplace=True),
             nn.MaxPool3d(3, stride=2, padding=1),
         )
@@ -165,6 +184,7 @@ class PENet(nn.Module):
                         survival=survival,
                         zero_init=c.zero_init_last_norm,
                         shortcut=c.shortcut,
+                        norm=c.norm,
                     )
                 )
                 cin, k = cout, k + 1

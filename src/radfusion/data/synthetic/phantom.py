@@ -16,7 +16,8 @@ What is drawn, per study with its own random body size, fat, contrast timing and
   calibre, filled with contrast (HU set by the study's contrast timing);
 * emboli: low-attenuation filling defects inside the arteries at the level of the study's
   subtype (central: trunk/main/lobar; segmental; subsegmental), occlusive or eccentric,
-  spanning several slices, some subtle (small, partial, less dark);
+  spanning several slices, some subtle (small, partial, less dark); beyond an occluding
+  clot (any but the subtle ones, below the trunk) the arteries are left unopacified;
 * mimics in any study: mixing artefacts (ill-defined lower enhancement in the trunk and main
   arteries) and poorly opacified studies.
 """
@@ -105,8 +106,13 @@ def _rotate_towards(direction, rng, max_deg):
     return _unit(np.cos(angle) * d + np.sin(angle) * (np.cos(phi) * p1 + np.sin(phi) * p2))
 
 
-def _arterial_tree(a: float, b: float, rng) -> list[Tube]:
+def _arterial_tree(a: float, b: float, rng, calibre: float = 1.0) -> list[Tube]:
     sx, sy, L = a / 170.0, b / 125.0, SCAN_LENGTH_MM
+    # The trunk and main arteries keep their size; the smaller ones grow, up to a main's.
+    radius = {
+        level: r if level in ("trunk", "main") else min(r * calibre, LEVEL_RADIUS["main"])
+        for level, r in LEVEL_RADIUS.items()
+    }
     jitter = lambda: rng.normal(0, 4, 3)  # noqa: E731
 
     def pt(x, y, t):
@@ -114,31 +120,29 @@ def _arterial_tree(a: float, b: float, rng) -> list[Tube]:
 
     tubes: list[Tube] = []
     rv, bif = pt(22, -55, 0.63), pt(6, -10, 0.47)
-    tubes.append(Tube(rv, bif, LEVEL_RADIUS["trunk"], "trunk"))
+    tubes.append(Tube(rv, bif, radius["trunk"], "trunk"))
     hila = {"left": pt(68, 2, 0.46), "right": pt(-64, -2, 0.49)}
     for hilum in hila.values():
-        tubes.append(Tube(bif, hilum, LEVEL_RADIUS["main"], "main"))
+        tubes.append(Tube(bif, hilum, radius["main"], "main"))
     lobes = {
         "left": [pt(86, -12, 0.34), pt(86, 38, 0.68)],
         "right": [pt(-86, -6, 0.33), pt(-78, -48, 0.58), pt(-82, 36, 0.70)],
     }
     for side, ends in lobes.items():
         for end in ends:
-            tubes.append(Tube(hila[side], end, LEVEL_RADIUS["lobar"], "lobar"))
+            tubes.append(Tube(hila[side], end, radius["lobar"], "lobar"))
             direction = end - hila[side]
             for _ in range(rng.integers(3, 5)):
                 seg_dir = _rotate_towards(direction, rng, 55)
                 seg_end = end + seg_dir * rng.uniform(32, 48)
-                tubes.append(Tube(end, seg_end, LEVEL_RADIUS["segmental"], "segmental"))
+                tubes.append(Tube(end, seg_end, radius["segmental"], "segmental"))
                 for _ in range(2):
                     sub_dir = _rotate_towards(seg_dir, rng, 50)
                     sub_end = seg_end + sub_dir * rng.uniform(18, 28)
-                    tubes.append(
-                        Tube(seg_end, sub_end, LEVEL_RADIUS["subsegmental"], "subsegmental")
-                    )
+                    tubes.append(Tube(seg_end, sub_end, radius["subsegmental"], "subsegmental"))
                     for _ in range(2):  # peripheral branches: lung vascularity, never emboli
                         tip = sub_end + _rotate_towards(sub_dir, rng, 45) * rng.uniform(12, 20)
-                        tubes.append(Tube(sub_end, tip, LEVEL_RADIUS["peripheral"], "peripheral"))
+                        tubes.append(Tube(sub_end, tip, radius["peripheral"], "peripheral"))
     return tubes
 
 
@@ -158,8 +162,30 @@ def _clot_in(tube: Tube, rng, *, subtle: bool, hu: float) -> Embolus:
     return Embolus(tube, start + shift, end + shift, radius, hu)
 
 
-def sample_phantom(pe_type: str, rng: np.random.Generator) -> PhantomParams:
-    """Draw one study's anatomy, contrast, noise, emboli (``pe_type`` "" for none) and mimics."""
+def _unopacified_beyond(clot: Embolus, tubes: list[Tube]) -> list[Embolus]:
+    """An occluding clot stops the contrast: every artery beyond it fills with unopacified
+    blood, drawn at the clot's density. A trunk clot is left non-occlusive (an occluded trunk
+    is not survived)."""
+    if clot.tube.level == "trunk":
+        return []
+    out, frontier = [], [clot.tube]
+    while frontier:
+        parent = frontier.pop()
+        children = [t for t in tubes if t.start is parent.end]
+        out += [Embolus(t, t.start, t.end, t.radius, clot.hu) for t in children]
+        frontier += children
+    return out
+
+
+def sample_phantom(pe_type: str, rng: np.random.Generator, calibre: float = 1.0) -> PhantomParams:
+    """Draw one study's anatomy, contrast, noise, emboli (``pe_type`` "" for none) and mimics.
+
+    ``calibre`` scales the radii of the lobar and smaller arteries (up to a main artery's),
+    and with them the emboli inside. At 1 they are true to size. A volume generated at low
+    resolution (the demo's 64 px: 5.6 mm pixels) leaves a segmental artery about one pixel
+    wide, so the demo draws them thicker: at 3 a segmental artery is as many pixels wide at
+    64 px as a true-size one is in PENet's 192-px input.
+    """
     poor = rng.random() < 0.1
     params = PhantomParams(
         body_a=rng.uniform(150, 195),
@@ -170,19 +196,25 @@ def sample_phantom(pe_type: str, rng: np.random.Generator) -> PhantomParams:
         aorta_hu=rng.uniform(140, 330),
         noise_sd=rng.uniform(12, 30),
     )
-    params.tubes = _arterial_tree(params.body_a, params.body_b, rng)
+    params.tubes = _arterial_tree(params.body_a, params.body_b, rng, calibre)
     if pe_type:
         levels = SUBTYPE_LEVELS[pe_type]
         candidates = [t for t in params.tubes if t.level in levels]
         n = rng.integers(1, 4)
+        occlusive = []
         for tube in rng.choice(len(candidates), size=min(n, len(candidates)), replace=False):
             subtle = rng.random() < 0.3
             hu = rng.uniform(80, 130) if subtle else rng.uniform(15, 75)
             params.emboli.append(_clot_in(candidates[tube], rng, subtle=subtle, hu=hu))
+            if not subtle:
+                occlusive.append(params.emboli[-1])
         if pe_type == "central" and rng.random() < 0.5:  # central clot often extends distally
             segs = [t for t in params.tubes if t.level == "segmental"]
             tube = segs[rng.integers(len(segs))]
             params.emboli.append(_clot_in(tube, rng, subtle=False, hu=rng.uniform(15, 75)))
+            occlusive.append(params.emboli[-1])
+        for clot in occlusive:
+            params.emboli.extend(_unopacified_beyond(clot, params.tubes))
     if rng.random() < 0.25:
         central = [t for t in params.tubes if t.level in ("trunk", "main")]
         tube = central[rng.integers(len(central))]

@@ -44,9 +44,9 @@ class SyntheticCohort:
 
 
 def _write_volume(task) -> tuple[int, np.ndarray]:
-    idx, path, shape, pe_type, seed, offset = task
+    idx, path, shape, pe_type, seed, offset, calibre = task
     rng = np.random.default_rng(seed)
-    params = sample_phantom(pe_type, rng)
+    params = sample_phantom(pe_type, rng, calibre)
     with atomic_path(path) as tmp:
         hits = write_phantom(tmp, shape, params, rng, offset=offset)
     return idx, hits
@@ -60,6 +60,7 @@ def write_synthetic_cohort(
     size: int = 64,
     slice_range: tuple[int, int] | None = None,
     quirks: bool = False,
+    calibre: float = 1.0,
     workers: int = 1,
     on_volume: Callable[[int], None] | None = None,
 ) -> SyntheticCohort:
@@ -68,7 +69,9 @@ def write_synthetic_cohort(
     ``quirks`` reproduces every known quirk of the real release: extra ``Unnamed: 0`` and
     ``split`` columns, duplicated EHR rows, -10000 vitals sentinels, dummy negative
     ``pe_type``, raw-stored volumes (intercept -1024), studies shorter than one window and
-    annotations beyond a study's last slice.
+    annotations beyond a study's last slice. ``calibre`` draws the lobar and smaller arteries
+    (and their emboli) that many times their true width, for volumes at low resolution (see
+    :func:`~radfusion.data.synthetic.phantom.sample_phantom`).
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,7 @@ def write_synthetic_cohort(
             row.pe_type if row.label == 1 else "",
             seeds[i],
             RAW_OFFSET if raw_stored[i] else 0,
+            calibre,
         )
         for i, (row, folder) in enumerate(zip(studies.itertuples(), folders, strict=True))
     ]
