@@ -1,6 +1,7 @@
 """How visible are the phantom's emboli at a given volume size? An upper bound on image AUROC.
 
 Usage: python benchmarks/phantom_visibility.py [--size 64] [--slices 56] [--studies 600]
+       [--calibre 1]
 
 Renders each study twice from the same random state, with and without its emboli, and counts
 the voxels the clot darkens by at least 100 HU. A perfect reader who needs at least k such
@@ -24,10 +25,10 @@ SUBTYPES = ("central", "segmental", "subsegmental")
 
 
 def _darkened_per_slice(task) -> tuple[str, int]:
-    i, shape = task
+    i, shape, calibre = task
     rng = np.random.default_rng(i)
     pe_type = SUBTYPES[i % 3] if i % 2 else ""
-    params = sample_phantom(pe_type, rng)
+    params = sample_phantom(pe_type, rng, calibre)
     state = rng.bit_generator.state
     with_clots, _ = render_phantom(shape, params, rng)
     clean = copy.copy(params)
@@ -44,15 +45,19 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=56)
     parser.add_argument("--studies", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--calibre", type=float, default=1.0, help="the demo's is 3")
     args = parser.parse_args()
     shape = (args.slices, args.size, args.size)
-    tasks = [(i, shape) for i in range(args.studies)]
+    tasks = [(i, shape, args.calibre) for i in range(args.studies)]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(_darkened_per_slice, tasks, chunksize=10))
     types = np.array([t for t, _ in rows])
     most = np.array([m for _, m in rows])
     positive = types != ""
-    print(f"{args.studies} phantoms of {args.slices} x {args.size} x {args.size}")
+    print(
+        f"{args.studies} phantoms of {args.slices} x {args.size} x {args.size}, "
+        f"calibre {args.calibre:g}"
+    )
     for k in (1, 4, 9, 16):
         seen = most >= k
         by_type = ", ".join(f"{t} {seen[types == t].mean():.0%}" for t in SUBTYPES)

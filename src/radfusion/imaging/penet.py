@@ -59,9 +59,10 @@ class PENetConfig:
     # survives every stage (see benchmarks/small_findings.py).
     shortcut: str = "conv"
     # "group", GroupNorm with channels/16 groups (the original's), normalises each window by
-    # its own statistics; "batch", BatchNorm, by the batch's per channel. Trained from scratch,
-    # the GroupNorm design barely fits windows whose finding is a few hundred voxels, where
-    # BatchNorm does within a few hundred steps (see benchmarks/small_findings.py).
+    # its own statistics; "batch", BatchNorm, by the batch's, per channel. Trained from
+    # scratch on the phantom, the BatchNorm design fits its training windows far faster
+    # (README, "The demo"). The original's pretrained weights are GroupNorm weights: use
+    # "group" with them.
     norm: str = "group"
 
 

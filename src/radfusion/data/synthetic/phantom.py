@@ -140,7 +140,7 @@ def _arterial_tree(a: float, b: float, rng, calibre: float = 1.0) -> list[Tube]:
                     sub_dir = _rotate_towards(seg_dir, rng, 50)
                     sub_end = seg_end + sub_dir * rng.uniform(18, 28)
                     tubes.append(Tube(seg_end, sub_end, radius["subsegmental"], "subsegmental"))
-                    for _ in range(2):  # peripheral branches: lung vascularity, never emboli
+                    for _ in range(2):  # peripheral branches: lung vascularity, never a clot
                         tip = sub_end + _rotate_towards(sub_dir, rng, 45) * rng.uniform(12, 20)
                         tubes.append(Tube(sub_end, tip, radius["peripheral"], "peripheral"))
     return tubes
