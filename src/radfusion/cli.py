@@ -486,6 +486,16 @@ def train_image_command(
     optimizer: Annotated[str, typer.Option(help="sgd (the paper's) or adamw.")] = "sgd",
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
     loss: Annotated[str, typer.Option(help="focal (the paper's, gamma 2) or bce.")] = "focal",
+    norm: Annotated[str, typer.Option(help="group (the paper's GroupNorm) or batch.")] = "group",
+    shortcut: Annotated[
+        str, typer.Option(help="Downsampling shortcut: conv (the paper's) or maxpool.")
+    ] = "conv",
+    prior: Annotated[
+        float, typer.Option(help="The head's starting probability (the paper's focal prior).")
+    ] = 0.01,
+    min_abnormal_slices: Annotated[
+        int, typer.Option(help="Annotated slices that make a training window positive.")
+    ] = 4,
     pretrained: Annotated[
         Path | None,
         typer.Option(help="Local checkpoint to start from (ours or the original PENet format)."),
@@ -518,8 +528,12 @@ def train_image_command(
             f"{folder}: no cache for --size {size}; run radfusion preprocess {data_dir} "
             f"--cache {cache} --size {size} first"
         )
+    # Only the arguments that differ from the paper's design: a run started without them
+    # resumes with the same configuration.
+    design = {"norm": (norm, "group"), "shortcut": (shortcut, "conv"), "prior": (prior, 0.01)}
     config = TrainConfig(
         model=model,
+        model_args={k: value for k, (value, paper) in design.items() if value != paper},
         max_epochs=max_epochs,
         windows_per_epoch=windows_per_epoch,
         batch_size=batch_size,
@@ -528,6 +542,7 @@ def train_image_command(
         lr=lr,
         loss=loss,
         crop=crop,
+        min_abnormal_slices=min_abnormal_slices,
         num_workers=num_workers,
         seed=seed,
     )

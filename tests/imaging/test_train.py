@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from radfusion.imaging.penet import create_model
-from radfusion.imaging.train import TrainConfig, focal_loss, load_checkpoint, train_image
+from radfusion.imaging.train import (
+    TrainConfig,
+    focal_loss,
+    load_checkpoint,
+    open_checkpoint,
+    train_image,
+)
 
 warnings.filterwarnings("ignore", module="lightning")
 
@@ -172,11 +178,23 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
             "adamw",
             "--lr",
             "1e-3",
+            "--norm",
+            "batch",
+            "--shortcut",
+            "maxpool",
+            "--prior",
+            "0.5",
+            "--min-abnormal-slices",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
     trained = pd.read_csv(tmp_path / "run" / "predictions" / "image.csv")
     best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    ckpt = open_checkpoint(best)  # the design options reach the model and the checkpoint
+    assert ckpt.config.model_args == {"norm": "batch", "shortcut": "maxpool", "prior": 0.5}
+    assert ckpt.config.min_abnormal_slices == 1
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in ckpt.model.modules())
     result = runner.invoke(
         app,
         [
