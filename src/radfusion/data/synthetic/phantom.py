@@ -171,6 +171,8 @@ def _unopacified_beyond(clot: Embolus, tubes: list[Tube]) -> list[Embolus]:
     out, frontier = [], [clot.tube]
     while frontier:
         parent = frontier.pop()
+        # _arterial_tree hands each branch point's array to the tube ending there and to the
+        # tubes starting there, so a child is found by identity, not by comparing coordinates.
         children = [t for t in tubes if t.start is parent.end]
         out += [Embolus(t, t.start, t.end, t.radius, clot.hu) for t in children]
         frontier += children
