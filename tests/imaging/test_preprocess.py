@@ -86,10 +86,7 @@ def test_corrupt_and_stale_entries_are_rebuilt(volumes, tmp_path):
 
 def test_killed_run_resumes_and_ends_equal_to_a_clean_build(small_cohort, tmp_path):
     cache = tmp_path / "cache"
-    cmd = [
-        sys.executable,
-        "-c",
-        "from radfusion.cli import main; main()",
+    args = [
         "preprocess",
         str(small_cohort),
         "--cache",
@@ -99,7 +96,19 @@ def test_killed_run_resumes_and_ends_equal_to_a_clean_build(small_cohort, tmp_pa
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-c", "from radfusion.cli import main; main()", *args]
+    # The killed run builds each entry 50 ms slower, so the kill lands mid-build however fast
+    # the machine (16-pixel entries otherwise all finish between two polls on a busy one).
+    slowed = (
+        "import time, radfusion.imaging.preprocess as p; build = p._build_entry; "
+        "p._build_entry = lambda task: (time.sleep(0.05), build(task))[1]; "
+        "from radfusion.cli import main; main()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slowed, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len(list(cache.glob("*/*.json"))) < 5:
         time.sleep(0.05)
