@@ -296,7 +296,10 @@ def evaluate(
     ],
     out: Annotated[
         Path,
-        typer.Option(help="Folder for metrics.csv, thresholds.csv, fairness.csv, comparisons.csv."),
+        typer.Option(
+            help="Folder for metrics.csv, thresholds.csv, fairness.csv, comparisons.csv, "
+            "subtypes.csv."
+        ),
     ],
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
@@ -323,7 +326,9 @@ def evaluate(
     from radfusion.evaluation.evaluate import auroc_summary
 
     _print_aurocs(auroc_summary(result.metrics))
-    console.print(f"wrote {out}/metrics.csv, thresholds.csv, fairness.csv, comparisons.csv")
+    console.print(
+        f"wrote {out}/metrics.csv, thresholds.csv, fairness.csv, comparisons.csv, subtypes.csv"
+    )
 
 
 @command()

@@ -199,3 +199,44 @@ def test_incomplete_test_set_needs_allow_missing(tmp_path):
         _row(result.metrics, subset="all", attribute="overall", group="all", metric="auroc")["n"]
         == 57
     )
+
+
+def test_detection_by_subtype_against_sklearn_and_by_hand():
+    studies, prob = _cohort(n_val=40, n_test=90, seed=3)
+    rng = np.random.default_rng(4)
+    positive = studies["label"] == 1
+    studies.loc[positive, "pe_type"] = rng.choice(
+        ["central", "segmental", "subsegmental"], int(positive.sum())
+    )
+    studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
+    result = evaluate(studies, {"m": prob}, n_boot=300)
+    threshold = result.thresholds.loc[0, "threshold"]
+    test = studies[studies["split"] == "test"]
+    negatives = test[test["label"] == 0]
+    assert list(result.subtypes["pe_type"]) == ["central", "segmental", "subsegmental"]
+    for _, row in result.subtypes.iterrows():
+        positives = test[test["pe_type"] == row["pe_type"]]
+        both = pd.concat([positives, negatives])
+        assert row["n_positive"] == len(positives) and row["n_negative"] == len(negatives)
+        assert row["auroc"] == pytest.approx(roc_auc_score(both["label"], prob[both.index]))
+        hits = sum(prob[i] >= threshold for i in positives.index)
+        assert row["sensitivity"] == pytest.approx(hits / len(positives))
+        for metric in ("auroc", "sensitivity"):
+            assert row[f"{metric}_ci_low"] <= row[metric] <= row[f"{metric}_ci_high"]
+            assert row[f"{metric}_ci_low"] < row[f"{metric}_ci_high"]
+
+
+def test_a_subtype_absent_from_the_test_set_is_undefined_not_an_error():
+    studies, prob = _cohort()
+    result = evaluate(studies, {"m": prob}, n_boot=100)
+    segmental = _row(result.subtypes, pe_type="segmental")
+    assert segmental["n_positive"] == 0
+    assert np.isnan(segmental["auroc"]) and np.isnan(segmental["sensitivity"])
+    central = _row(result.subtypes, pe_type="central")
+    assert central["n_positive"] > 0 and np.isfinite(central["auroc"])
+
+
+def test_without_a_pe_type_column_there_is_no_subtype_table():
+    studies, prob = _cohort()
+    result = evaluate(studies.drop(columns="pe_type"), {"m": prob}, n_boot=100)
+    assert result.subtypes.empty

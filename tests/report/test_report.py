@@ -88,6 +88,18 @@ def test_evaluation_files_have_the_contracted_columns(run_dir):
             "diff",
             "p_value",
         ],
+        "subtypes.csv": [
+            "model",
+            "pe_type",
+            "n_positive",
+            "n_negative",
+            "auroc",
+            "auroc_ci_low",
+            "auroc_ci_high",
+            "sensitivity",
+            "sensitivity_ci_low",
+            "sensitivity_ci_high",
+        ],
     }
     for name, expected in columns.items():
         frame = pd.read_csv(run_dir / "eval" / name)
@@ -128,6 +140,20 @@ def test_report_page_is_self_contained(run_dir):
     for number in range(3, 13):
         assert f"Table {number}." in page
     assert (run_dir / "report" / "figures" / "roc.png").stat().st_size > 1000
+
+
+def test_report_shows_detection_by_subtype_from_subtypes_csv(run_dir, small_cohort):
+    page = (run_dir / "report" / "report.html").read_text()
+    section = page[page.index('id="subtypes"') : page.index('id="comparisons"')]
+    subtypes = pd.read_csv(run_dir / "eval" / "subtypes.csv")
+    labels = pd.read_csv(small_cohort / "Labels.csv")
+    assert set(subtypes["pe_type"]) == {"central", "segmental", "subsegmental"}
+    for _, row in subtypes.iterrows():
+        test = labels[labels["split"] == "test"]
+        positives = (test["label"] == 1) & (test["pe_type"] == row["pe_type"])
+        assert row["n_positive"] == positives.sum()
+        if np.isfinite(row["auroc"]):
+            assert f"{row['auroc']:.3f} [{row['auroc_ci_low']:.3f}" in section
 
 
 def test_report_without_evaluation_is_a_clear_error(tmp_path):

@@ -5,7 +5,9 @@ to the test set and every subgroup. On two test subsets (``all``, ``non_subsegme
 seven groups (overall, Female/Male, White/Others, >80/<=80): the six metrics plus Brier score
 and ECE, with stratified-bootstrap 95% intervals; per attribute the paper's EOD
 (|TPR(a) - TPR(b)|) and beyond it the signed TPR difference, the equalized-odds difference
-and the AUROC gap; DeLong's test between every pair of models.
+and the AUROC gap; DeLong's test between every pair of models. Beyond the paper, detection by
+PE subtype: each subtype's test positives against every test negative (AUROC, and the
+sensitivity at the operating point), with intervals from the same resamples.
 
 Point values of grouped metrics come from fairlearn's ``MetricFrame`` and its named
 fairness metrics; the intervals come from one vectorised bootstrap (``bootstrap.py``) shared
@@ -38,7 +40,7 @@ from radfusion.evaluation.metrics import (
     youden_threshold,
 )
 
-__all__ = ["ATTRIBUTES", "SUBSETS", "Evaluation", "evaluate"]
+__all__ = ["ATTRIBUTES", "PE_SUBTYPES", "SUBSETS", "Evaluation", "evaluate"]
 
 SUBSETS = ("all", "non_subsegmental")
 #: attribute -> (studies column, groups in the paper's order)
@@ -51,6 +53,19 @@ ATTRIBUTES = {
 SCORE_METRICS = {"auroc": auroc, "brier": brier, "ece": ece}
 REPORTED = (*METRICS, "brier", "ece")
 FAIRNESS = ("eod", "tpr_diff_signed", "equalized_odds_diff", "auroc_gap")
+PE_SUBTYPES = ("central", "segmental", "subsegmental")
+SUBTYPE_COLUMNS = [
+    "model",
+    "pe_type",
+    "n_positive",
+    "n_negative",
+    "auroc",
+    "auroc_ci_low",
+    "auroc_ci_high",
+    "sensitivity",
+    "sensitivity_ci_low",
+    "sensitivity_ci_high",
+]
 
 
 @dataclass
@@ -60,6 +75,8 @@ class Evaluation:
     fairness: pd.DataFrame
     comparisons: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: detection by PE subtype on the whole test set (empty without a ``pe_type`` column)
+    subtypes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUBTYPE_COLUMNS))
 
 
 def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -114,7 +131,7 @@ def evaluate(
         for name, part in subsets.items()
     }
 
-    metric_rows, threshold_rows, fairness_rows, notes = [], [], [], []
+    metric_rows, threshold_rows, fairness_rows, subtype_rows, notes = [], [], [], [], []
     for model, prob in predictions.items():
         val = studies[studies["split"] == "val"].index.intersection(prob.index)
         y_val = studies.loc[val, "label"].to_numpy()
@@ -130,6 +147,8 @@ def evaluate(
             y = part["label"].to_numpy()
             score = prob.reindex(part.index).to_numpy()
             res = Resamples(counts[subset], y, np.nan_to_num(score), threshold)
+            if subset == "all" and "pe_type" in part.columns:
+                subtype_rows.extend(_by_subtype(model, part, covered, res, level))
             for attribute, (column, groups) in ATTRIBUTES.items():
                 labels = (pd.Series("all", index=part.index) if column is None else part[column])[
                     covered
@@ -221,7 +240,44 @@ def evaluate(
         ),
         comparisons=comparisons,
         notes=notes,
+        subtypes=pd.DataFrame(subtype_rows, columns=SUBTYPE_COLUMNS),
     )
+
+
+def _by_subtype(model, part, covered, res: Resamples, level):
+    """Per subtype: its positives with predictions against every negative with one."""
+    negatives = covered & (part["label"].to_numpy() == 0)
+    rows = []
+    for subtype in PE_SUBTYPES:
+        positives = covered & (part["label"].to_numpy() == 1) & part["pe_type"].eq(subtype)
+        positives = positives.to_numpy()
+        members = positives | negatives
+        n_pos, n_neg = int(positives.sum()), int(negatives.sum())
+        values, intervals = {}, {}
+        reps = res.metrics(members) if n_pos else {}
+        for metric in ("auroc", "sensitivity"):
+            defined = n_pos and (metric == "sensitivity" or n_neg)
+            if not defined:
+                values[metric], intervals[metric] = np.nan, (np.nan, np.nan)
+                continue
+            if metric == "auroc":
+                values[metric] = auroc(res.y[members], res.score[members])
+            else:
+                values[metric] = float(res.pred[positives].mean())
+            intervals[metric] = _interval(reps[metric], level)
+        rows.append(
+            (
+                model,
+                subtype,
+                n_pos,
+                n_neg,
+                values["auroc"],
+                *intervals["auroc"],
+                values["sensitivity"],
+                *intervals["sensitivity"],
+            )
+        )
+    return rows
 
 
 def _fairness(
@@ -314,7 +370,8 @@ def evaluate_files(
     allow_missing: bool = False,
 ) -> Evaluation:
     """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
-    and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv`` and ``comparisons.csv``."""
+    and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv`` and
+    ``subtypes.csv``."""
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
@@ -352,6 +409,7 @@ def evaluate_files(
     write_csv(result.thresholds, out / "thresholds.csv", float_format="%.6g")
     write_csv(result.fairness, out / "fairness.csv", float_format="%.6g")
     write_csv(result.comparisons, out / "comparisons.csv", float_format="%.6g")
+    write_csv(result.subtypes, out / "subtypes.csv", float_format="%.6g")
     return result
 
 

@@ -59,6 +59,29 @@ def _frame_html(frame: pd.DataFrame, digits: int = 3) -> str:
     )
 
 
+def _subtypes_html(subtypes: pd.DataFrame) -> str:
+    """One row per model and subtype: n, AUROC [CI], sensitivity [CI]."""
+
+    def cell(row, metric):
+        value = row[metric]
+        if not np.isfinite(value):
+            return "n/a"
+        low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
+
+    table = pd.DataFrame(
+        {
+            "model": subtypes["model"],
+            "subtype": subtypes["pe_type"],
+            "positives": subtypes["n_positive"],
+            "negatives": subtypes["n_negative"],
+            "AUROC": [cell(r, "auroc") for _, r in subtypes.iterrows()],
+            "sensitivity": [cell(r, "sensitivity") for _, r in subtypes.iterrows()],
+        }
+    )
+    return _frame_html(table)
+
+
 def _cohort_tables(outcomes: pd.DataFrame) -> tuple[str, str]:
     """Table 1's counts per split and Table 2, from the evaluation's outcomes."""
     rows = [
@@ -92,6 +115,8 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         pd.read_csv(evaluation / f) for f in EVAL_FILES
     )
     outcomes = outcomes.set_index("idx")
+    subtypes_path = evaluation / "subtypes.csv"  # optional: evaluations before it lack it
+    subtypes = pd.read_csv(subtypes_path) if subtypes_path.exists() else None
     meta_path = evaluation / "evaluation.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     models = list(dict.fromkeys(metrics["model"]))
@@ -156,6 +181,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         ],
         fairness_table=Markup(_frame_html(fair[fair["metric"] != "eod"].replace({np.nan: None}))),
         comparisons_table=Markup(_frame_html(comparisons)),
+        subtypes_table=Markup(_subtypes_html(subtypes)) if subtypes is not None else None,
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
