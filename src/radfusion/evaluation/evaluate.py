@@ -246,37 +246,23 @@ def evaluate(
 
 def _by_subtype(model, part, covered, res: Resamples, level):
     """Per subtype: its positives with predictions against every negative with one."""
-    negatives = covered & (part["label"].to_numpy() == 0)
+    label = part["label"].to_numpy()
+    negatives = covered & (label == 0)
+    n_neg = int(negatives.sum())
     rows = []
     for subtype in PE_SUBTYPES:
-        positives = covered & (part["label"].to_numpy() == 1) & part["pe_type"].eq(subtype)
-        positives = positives.to_numpy()
-        members = positives | negatives
-        n_pos, n_neg = int(positives.sum()), int(negatives.sum())
-        values, intervals = {}, {}
-        reps = res.metrics(members) if n_pos else {}
-        for metric in ("auroc", "sensitivity"):
-            defined = n_pos and (metric == "sensitivity" or n_neg)
-            if not defined:
-                values[metric], intervals[metric] = np.nan, (np.nan, np.nan)
-                continue
-            if metric == "auroc":
-                values[metric] = auroc(res.y[members], res.score[members])
-            else:
-                values[metric] = float(res.pred[positives].mean())
-            intervals[metric] = _interval(reps[metric], level)
-        rows.append(
-            (
-                model,
-                subtype,
-                n_pos,
-                n_neg,
-                values["auroc"],
-                *intervals["auroc"],
-                values["sensitivity"],
-                *intervals["sensitivity"],
-            )
-        )
+        positives = covered & (label == 1) & part["pe_type"].eq(subtype).to_numpy()
+        n_pos = int(positives.sum())
+        auc = sens = np.nan
+        auc_ci = sens_ci = (np.nan, np.nan)
+        if n_pos:
+            members = positives | negatives
+            reps = res.metrics(members)
+            sens, sens_ci = float(res.pred[positives].mean()), _interval(reps["sensitivity"], level)
+            if n_neg:
+                auc = auroc(res.y[members], res.score[members])
+                auc_ci = _interval(reps["auroc"], level)
+        rows.append((model, subtype, n_pos, n_neg, auc, *auc_ci, sens, *sens_ci))
     return rows
 
 
