@@ -522,6 +522,7 @@ def train_image_command(
     from dataclasses import asdict
 
     from radfusion.data.cohort import Cohort
+    from radfusion.imaging.penet import PENetConfig
     from radfusion.imaging.preprocess import PreprocessParams, cache_folder
     from radfusion.imaging.train import TrainConfig, train_image
 
@@ -533,12 +534,12 @@ def train_image_command(
             f"{folder}: no cache for --size {size}; run radfusion preprocess {data_dir} "
             f"--cache {cache} --size {size} first"
         )
-    # Only the arguments that differ from the paper's design: a run started without them
-    # resumes with the same configuration.
-    design = {"norm": (norm, "group"), "shortcut": (shortcut, "conv"), "prior": (prior, 0.01)}
+    # Only the arguments that differ from the paper's design (PENetConfig's defaults): a run
+    # started without them resumes with the same configuration.
+    design = {"norm": norm, "shortcut": shortcut, "prior": prior}
     config = TrainConfig(
         model=model,
-        model_args={k: value for k, (value, paper) in design.items() if value != paper},
+        model_args={k: v for k, v in design.items() if v != getattr(PENetConfig, k)},
         max_epochs=max_epochs,
         windows_per_epoch=windows_per_epoch,
         batch_size=batch_size,
