@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from radfusion.data.synthetic.phantom import (
     Embolus,
+    _Grid,
     _unopacified_beyond,
     render_phantom,
     sample_phantom,
@@ -148,3 +149,27 @@ def test_calibre_widens_the_smaller_arteries_up_to_a_main_artery():
             assert b.radius == a.radius
         else:
             assert b.radius == min(2 * a.radius, main)
+
+
+def test_segmental_and_smaller_arteries_run_inside_the_lungs():
+    # Checked on the drawn image, not on the geometry the tree was built from: a branch's end
+    # and midpoint must fall on a voxel the background drew as lung.
+    shape = (100, 128, 128)
+    inside, total = 0, 0
+    for seed in range(6):
+        params = sample_phantom("", np.random.default_rng(seed))
+        empty = dataclasses.replace(params, tubes=[], emboli=[], mixing=[], noise_sd=0.0)
+        background, _ = render_phantom(shape, empty, np.random.default_rng(seed))
+        grid = _Grid(shape)
+        for tube in params.tubes:
+            if tube.level not in ("segmental", "subsegmental", "peripheral"):
+                continue
+            for point in (tube.end, (tube.start + tube.end) / 2):
+                k, i, j = (
+                    int(np.clip(np.searchsorted(c, v), 0, len(c) - 1))
+                    for c, v in ((grid.z, point[2]), (grid.y, point[1]), (grid.x, point[0]))
+                )
+                inside += background[k, i, j] < -600
+                total += 1
+    assert total > 500
+    assert inside / total > 0.97

@@ -90,6 +90,10 @@ class PhantomParams:
     emboli: list[Embolus] = field(default_factory=list)
     mixing: list[Embolus] = field(default_factory=list)  # mixing artefacts, drawn like emboli
 
+    @property
+    def chest(self) -> _Chest:
+        return _Chest(self.body_a, self.body_b, self.fat)
+
 
 def _unit(v):
     return v / np.linalg.norm(v)
@@ -106,7 +110,90 @@ def _rotate_towards(direction, rng, max_deg):
     return _unit(np.cos(angle) * d + np.sin(angle) * (np.cos(phi) * p1 + np.sin(phi) * p2))
 
 
-def _arterial_tree(a: float, b: float, rng, calibre: float = 1.0) -> list[Tube]:
+@dataclass(frozen=True)
+class _Chest:
+    """The body's cross-section at each level: nested ellipses for skin, muscle, ribs and the
+    thoracic cavity, and inside the cavity the lungs, the heart and the liver. Shared by the
+    slice drawing and the arterial tree, so that the tree runs where the lungs are drawn."""
+
+    body_a: float
+    body_b: float
+    fat: float
+
+    def section(self, t: float) -> tuple[float, float, float, float, float]:
+        """At height ``t`` (0 apex .. 1 upper abdomen): the body's half-axes a, b and the
+        relative radii of the muscle, rib band and cavity."""
+        a = self.body_a * (0.9 + 0.1 * t)
+        b = self.body_b * (0.93 + 0.07 * t)
+        mean_r = (a + b) / 2
+        r_muscle = 1 - self.fat / mean_r
+        r_rib = r_muscle - 4 / mean_r
+        return a, b, r_muscle, r_rib, r_rib - 10 / mean_r
+
+    def _cavity(self, t):
+        a, b, *_, r_cavity = self.section(t)
+        return a * r_cavity, b * r_cavity
+
+    def lung(self, t: float, side: int) -> tuple[float, float, float, float]:
+        """Centre and half-axes (mm) of a lung's section; ``side`` +1 is the image's right
+        half, the lung with the lower dome. Half-axes are 0 above and below the lung."""
+        ac, bc = self._cavity(t)
+        prof = _profile(t, 0.06, 0.90 if side > 0 else 0.86)
+        return side * 0.5 * ac, 0.06 * bc, 0.42 * ac * prof, 0.80 * bc * prof
+
+    def heart(self, t: float) -> tuple[float, float, float, float]:
+        ac, bc = self._cavity(t)
+        prof = _profile(t, 0.56, 0.84)
+        return 0.18 * ac, -0.28 * bc, 0.40 * ac * prof, 0.42 * bc * prof
+
+    def liver(self, t: float) -> tuple[float, float, float, float]:
+        ac, bc = self._cavity(t)
+        grow = min(1.0, max(0.0, (t - 0.72) / 0.2))
+        return -0.35 * ac, 0.0, 0.7 * ac * grow, 0.75 * bc * grow
+
+    def lung_depth(self, point: np.ndarray, side: int) -> float:
+        """How deep ``point`` lies in a lung: its elliptic radius in the lung's section (0 at
+        the centre, 1 on the pleura), infinite where the heart or liver takes the place."""
+        t = float(point[2]) / SCAN_LENGTH_MM
+
+        def radius(ellipse):
+            cx, cy, ax, ay = ellipse
+            if ax <= 0 or ay <= 0:
+                return math.inf
+            return math.hypot((point[0] - cx) / ax, (point[1] - cy) / ay)
+
+        if radius(self.heart(t)) <= 1.1 or radius(self.liver(t)) <= 1.1:
+            return math.inf
+        return radius(self.lung(t, side))
+
+
+# A branch is kept when its end lies this deep in its lung (elliptic radius), so that the
+# vessel and a clot in it are surrounded by aerated lung, as real segmental arteries are.
+BRANCH_DEPTH = 0.85
+
+
+def _branch(chest: _Chest, side: int, start, direction, rng, max_deg, length):
+    """A branch from ``start`` within ``max_deg`` of ``direction`` that stays in the lung:
+    up to 12 draws of direction and length; failing those, the deepest draw shortened until
+    its end is inside (never below a quarter of its length)."""
+    best = None
+    for _ in range(12):
+        d = _rotate_towards(direction, rng, max_deg)
+        n = rng.uniform(*length)
+        depth = chest.lung_depth(start + d * n, side)
+        if depth <= BRANCH_DEPTH:
+            return d, start + d * n
+        if best is None or depth < best[0]:
+            best = (depth, d, n)
+    _, d, n = best
+    for scale in np.linspace(1.0, 0.25, 16)[1:]:
+        if chest.lung_depth(start + d * n * scale, side) <= BRANCH_DEPTH:
+            break
+    return d, start + d * n * scale
+
+
+def _arterial_tree(chest: _Chest, rng, calibre: float = 1.0) -> list[Tube]:
+    a, b = chest.body_a, chest.body_b
     sx, sy, L = a / 170.0, b / 125.0, SCAN_LENGTH_MM
     # The trunk and main arteries keep their size; the smaller ones grow, up to a main's.
     radius = {
@@ -121,27 +208,26 @@ def _arterial_tree(a: float, b: float, rng, calibre: float = 1.0) -> list[Tube]:
     tubes: list[Tube] = []
     rv, bif = pt(22, -55, 0.63), pt(6, -10, 0.47)
     tubes.append(Tube(rv, bif, radius["trunk"], "trunk"))
-    hila = {"left": pt(68, 2, 0.46), "right": pt(-64, -2, 0.49)}
+    hila = {1: pt(68, 2, 0.46), -1: pt(-64, -2, 0.49)}
     for hilum in hila.values():
         tubes.append(Tube(bif, hilum, radius["main"], "main"))
     lobes = {
-        "left": [pt(86, -12, 0.34), pt(86, 38, 0.68)],
-        "right": [pt(-86, -6, 0.33), pt(-78, -48, 0.58), pt(-82, 36, 0.70)],
+        1: [pt(86, -12, 0.34), pt(86, 38, 0.68)],
+        -1: [pt(-86, -6, 0.33), pt(-78, -48, 0.58), pt(-82, 36, 0.70)],
     }
+    # Segmental and smaller branches stay inside their lung (``_branch``).
     for side, ends in lobes.items():
         for end in ends:
             tubes.append(Tube(hila[side], end, radius["lobar"], "lobar"))
             direction = end - hila[side]
             for _ in range(rng.integers(3, 5)):
-                seg_dir = _rotate_towards(direction, rng, 55)
-                seg_end = end + seg_dir * rng.uniform(32, 48)
+                seg_dir, seg_end = _branch(chest, side, end, direction, rng, 55, (32, 48))
                 tubes.append(Tube(end, seg_end, radius["segmental"], "segmental"))
                 for _ in range(2):
-                    sub_dir = _rotate_towards(seg_dir, rng, 50)
-                    sub_end = seg_end + sub_dir * rng.uniform(18, 28)
+                    sub_dir, sub_end = _branch(chest, side, seg_end, seg_dir, rng, 50, (18, 28))
                     tubes.append(Tube(seg_end, sub_end, radius["subsegmental"], "subsegmental"))
                     for _ in range(2):  # peripheral branches: lung vascularity, never a clot
-                        tip = sub_end + _rotate_towards(sub_dir, rng, 45) * rng.uniform(12, 20)
+                        _, tip = _branch(chest, side, sub_end, sub_dir, rng, 45, (12, 20))
                         tubes.append(Tube(sub_end, tip, radius["peripheral"], "peripheral"))
     return tubes
 
@@ -198,7 +284,7 @@ def sample_phantom(pe_type: str, rng: np.random.Generator, calibre: float = 1.0)
         aorta_hu=rng.uniform(140, 330),
         noise_sd=rng.uniform(12, 30),
     )
-    params.tubes = _arterial_tree(params.body_a, params.body_b, rng, calibre)
+    params.tubes = _arterial_tree(params.chest, rng, calibre)
     if pe_type:
         levels = SUBTYPE_LEVELS[pe_type]
         candidates = [t for t in params.tubes if t.level in levels]
@@ -300,12 +386,7 @@ def _layer_bounds(grid, a, b, radii):
 def _background_slice(grid, p: PhantomParams, z, img, tex):
     """Draw one slice's anatomy (without vessels and noise) into ``img``."""
     t = z / SCAN_LENGTH_MM
-    a = p.body_a * (0.9 + 0.1 * t)
-    b = p.body_b * (0.93 + 0.07 * t)
-    mean_r = (a + b) / 2
-    r_muscle = 1 - p.fat / mean_r
-    r_rib = r_muscle - 4 / mean_r
-    r_cavity = r_rib - 10 / mean_r
+    a, b, r_muscle, r_rib, r_cavity = p.chest.section(t)
     # Body layers are nested, centred ellipses, so each row is a run of constant tissue:
     # air | fat | muscle | rib band | mediastinum | rib band | muscle | fat | air.
     (lo_b, hi_b), (lo_m, hi_m), (lo_r, hi_r), (lo_c, hi_c) = _layer_bounds(
@@ -324,30 +405,15 @@ def _background_slice(grid, p: PhantomParams, z, img, tex):
     values[:] = (AIR, FAT, MUSCLE, 0, MEDIASTINUM, 0, MUSCLE, FAT, AIR)
     values[:, 3] = values[:, 5] = band
     img.reshape(-1)[:] = np.repeat(values.reshape(-1), np.diff(edges, axis=1).reshape(-1))
-    ac, bc = a * r_cavity, b * r_cavity
+    bc = b * r_cavity
     # Lungs, the right one (image left) with the higher dome; the liver beneath it.
-    for side, bottom in ((1, 0.90), (-1, 0.86)):
-        prof = _profile(t, 0.06, bottom)
-        _ellipse(
-            grid,
-            img,
-            side * 0.5 * ac,
-            0.06 * bc,
-            0.42 * ac * prof,
-            0.80 * bc * prof,
-            value=p.lung_hu,
-            add=tex,
-        )
-    if t > 0.72:
-        grow = min(1.0, (t - 0.72) / 0.2)
-        _ellipse(grid, img, -0.35 * ac, 0.0, 0.7 * ac * grow, 0.75 * bc * grow, value=65)
+    for side in (1, -1):
+        _ellipse(grid, img, *p.chest.lung(t, side), value=p.lung_hu, add=tex)
+    _ellipse(grid, img, *p.chest.liver(t), value=65)
     # Heart: myocardium and contrast-mixed blood.
-    prof = _profile(t, 0.56, 0.84)
-    hx, hy = 0.40 * ac * prof, 0.42 * bc * prof
-    _ellipse(grid, img, 0.18 * ac, -0.28 * bc, hx, hy, value=50)
-    _ellipse(
-        grid, img, 0.18 * ac, -0.28 * bc, hx - 6, hy - 6, value=int(0.5 * (p.pa_hu + p.aorta_hu))
-    )
+    hcx, hcy, hx, hy = p.chest.heart(t)
+    _ellipse(grid, img, hcx, hcy, hx, hy, value=50)
+    _ellipse(grid, img, hcx, hcy, hx - 6, hy - 6, value=int(0.5 * (p.pa_hu + p.aorta_hu)))
     # Spine: vertebral body (cortex, cancellous bone or disc), canal and posterior arch.
     disc = (z % 30.0) < 6.0
     cy = bc * 0.80
