@@ -89,3 +89,11 @@ def test_missing_or_broken_config_files(tmp_path):
     bad.write_text("image: [unclosed\n")
     with pytest.raises(RadfusionError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_image_seed_follows_the_run_unless_set():
+    assert load_config("cpu-demo", ["seed=4"]).image.train_config(4).seed == 4
+    c = load_config("cpu-demo", ["seed=4", "image.seed=1"])  # PENet reseeded, the rest kept
+    assert c.image.train_config(c.seed).seed == 1 and c.seed == 4
+    with pytest.raises(RadfusionError, match=r"image\.seed: expected int or null"):
+        load_config(None, ["image.seed=one"]).image.train_config(0)

@@ -22,7 +22,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -231,7 +231,7 @@ def run_benchmark(
         image_fp = fingerprint(prep_fp, asdict(config.image), config.seed)
 
         def image():
-            train = replace(config.image.train_config(), seed=config.seed)
+            train = config.image.train_config(config.seed)
             extra = dict(trainer_args or {})
             callbacks = [_EpochProgress(reporter), *extra.pop("callbacks", [])]
             args = {

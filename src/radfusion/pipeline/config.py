@@ -52,10 +52,15 @@ class ImageSection(TrainConfig):
     num_nodes: int = 1
     precision: str = "32-true"
     pretrained: str | None = None  # a local checkpoint; nothing is downloaded
+    seed: int | None = None  # None: the run's seed; set, it reseeds PENet's training alone
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self, run_seed: int) -> TrainConfig:
+        """PENet's training settings, with the image seed if set, else ``run_seed``."""
+        if self.seed is not None and type(self.seed) is not int:
+            raise RadfusionError(f"config key image.seed: expected int or null, got {self.seed!r}")
         names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        values = {k: v for k, v in asdict(self).items() if k in names}
+        return TrainConfig(**{**values, "seed": run_seed if self.seed is None else self.seed})
 
     def trainer_args(self) -> dict:
         devices = int(self.devices) if str(self.devices).isdigit() else self.devices

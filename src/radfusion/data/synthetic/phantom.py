@@ -13,7 +13,8 @@ What is drawn, per study with its own random body size, fat, contrast timing and
   below the right dome;
 * the heart, the aorta (ascending, arch, descending) and the pulmonary arterial tree: trunk,
   two main, five lobar, ~18 segmental and ~36 subsegmental arteries as tubes of decreasing
-  calibre, filled with contrast (HU set by the study's contrast timing);
+  calibre, filled with contrast (HU set by the study's contrast timing); the segmental and
+  smaller ones branch within their lung, so a clot in them is framed by aerated lung;
 * emboli: low-attenuation filling defects inside the arteries at the level of the study's
   subtype (central: trunk/main/lobar; segmental; subsegmental), occlusive or eccentric,
   spanning several slices, some subtle (small, partial, less dark); beyond an occluding
