@@ -14,14 +14,13 @@ look, not resolution (README, "The demo", item 7).
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
+from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 from radfusion.imaging.windows import normalize
 
 PATCH = (8, 16, 16)
@@ -32,12 +31,7 @@ def _pairs(subtype: str, studies: int, size: int, calibre: float):
     for i in range(studies):
         rng = np.random.default_rng(50_000 + i)
         params = sample_phantom(subtype, rng, calibre)
-        state = rng.bit_generator.state
-        with_clot, _ = render_phantom((56, size, size), params, rng)
-        clean = copy.copy(params)
-        clean.emboli = []
-        rng.bit_generator.state = state
-        without, _ = render_phantom((56, size, size), clean, rng)
+        with_clot, without = render_with_and_without_emboli((56, size, size), params, rng)
         changed = np.argwhere(with_clot != without)
         if not len(changed):
             continue  # a clot between voxel centres: nothing to cut

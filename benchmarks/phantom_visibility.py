@@ -13,13 +13,12 @@ reach at that size. Mimics and noise are ignored, so the real ceiling is lower.
 from __future__ import annotations
 
 import argparse
-import copy
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
+from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 
 SUBTYPES = ("central", "segmental", "subsegmental")
 
@@ -29,12 +28,7 @@ def _darkened_per_slice(task) -> tuple[str, int]:
     rng = np.random.default_rng(i)
     pe_type = SUBTYPES[i % 3] if i % 2 else ""
     params = sample_phantom(pe_type, rng, calibre)
-    state = rng.bit_generator.state
-    with_clots, _ = render_phantom(shape, params, rng)
-    clean = copy.copy(params)
-    clean.emboli = []
-    rng.bit_generator.state = state  # the same anatomy, noise and mimics
-    without, _ = render_phantom(shape, clean, rng)
+    with_clots, without = render_with_and_without_emboli(shape, params, rng)
     darkened = (without.astype(np.int32) - with_clots) >= 100
     return pe_type, int(darkened.sum(axis=(1, 2)).max())
 

@@ -18,6 +18,7 @@ from radfusion.data.synthetic.phantom import (
     _Grid,
     _unopacified_beyond,
     render_phantom,
+    render_with_and_without_emboli,
     sample_phantom,
 )
 
@@ -173,3 +174,13 @@ def test_segmental_and_smaller_arteries_run_inside_the_lungs():
                 total += 1
     assert total > 500
     assert inside / total > 0.97
+
+
+def test_with_and_without_emboli_differ_by_the_clots_alone():
+    params = sample_phantom("central", np.random.default_rng(2))
+    with_emboli, without = render_with_and_without_emboli(SHAPE, params, np.random.default_rng(9))
+    alone, slices = render_phantom(SHAPE, params, np.random.default_rng(9))
+    np.testing.assert_array_equal(with_emboli, alone)
+    assert len(slices) and set(np.flatnonzero((with_emboli != without).any(axis=(1, 2)))) == set(
+        slices
+    )

@@ -25,6 +25,7 @@ What is drawn, per study with its own random body size, fat, contrast timing and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "PhantomRenderer",
     "Tube",
     "render_phantom",
+    "render_with_and_without_emboli",
     "sample_phantom",
     "write_phantom",
 ]
@@ -564,6 +566,19 @@ def render_phantom(
     for z0, block in renderer.blocks():
         vol[z0 : z0 + len(block)] = block
     return vol, np.array(sorted(renderer.embolus_slices), dtype=int)
+
+
+def render_with_and_without_emboli(
+    shape: tuple[int, int, int], params: PhantomParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A study rendered twice from the same random state, with and without its emboli: the
+    same anatomy, contrast, noise and mimics, so the two differ by the clots alone (and the
+    unopacified arteries beyond them)."""
+    state = rng.bit_generator.state
+    with_emboli, _ = render_phantom(shape, params, rng)
+    rng.bit_generator.state = state
+    without, _ = render_phantom(shape, dataclasses.replace(params, emboli=[]), rng)
+    return with_emboli, without
 
 
 def write_phantom(
