@@ -75,6 +75,8 @@ def test_set_parses_yaml_values_and_nested_keys(tmp_path):
         (["image.max_epochs=many"], "image.max_epochs: expected int"),
         (["image.lr"], "expected section.key=value"),
         (["image=3"], "config section image: expected a mapping"),
+        (["preprocess.hu_intercept=abc"], r"preprocess.hu_intercept: expected int or null"),
+        (["ehr.grid=[1]"], r"ehr.grid: expected dict or null"),
     ],
 )
 def test_bad_keys_and_values_are_named(sets, message):

@@ -56,8 +56,6 @@ class ImageSection(TrainConfig):
 
     def train_config(self, run_seed: int) -> TrainConfig:
         """PENet's training settings, with the image seed if set, else ``run_seed``."""
-        if self.seed is not None and type(self.seed) is not int:
-            raise RadfusionError(f"config key image.seed: expected int or null, got {self.seed!r}")
         names = {f.name for f in fields(TrainConfig)}
         values = {k: v for k, v in asdict(self).items() if k in names}
         return TrainConfig(**{**values, "seed": run_seed if self.seed is None else self.seed})
@@ -99,7 +97,12 @@ class BenchmarkConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _check_type(key: str, default, value):
+#: The type an optional key (``int | None`` and the like) holds when it is set.
+_OPTIONAL = {"int": int, "float": float, "str": str, "dict": dict}
+
+
+def _check_type(key: str, default, value, nullable: bool = False):
+    """``value`` checked (and converted, where YAML reads loosely) against ``default``'s type."""
     if value is None or default is None:
         return value
     if isinstance(default, bool):
@@ -118,7 +121,8 @@ def _check_type(key: str, default, value):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise RadfusionError(f"config key {key}: expected {type(default).__name__}, got {value!r}")
+        expected = type(default).__name__ + (" or null" if nullable else "")
+        raise RadfusionError(f"config key {key}: expected {expected}, got {value!r}")
     return value
 
 
@@ -137,7 +141,11 @@ def _merge(target, values: dict, prefix: str = "") -> None:
         if is_dataclass(current):
             _merge(current, value, f"{name}.")
         else:
-            setattr(target, key, _check_type(name, current, value))
+            # An optional key (default None) is checked against its annotated type.
+            base, _, rest = str(known[key].type).partition("|")
+            nullable = rest.strip() == "None" and base.strip() in _OPTIONAL
+            prototype = _OPTIONAL[base.strip()]() if nullable else current
+            setattr(target, key, _check_type(name, prototype, value, nullable))
 
 
 def _parse_set(item: str) -> dict:
