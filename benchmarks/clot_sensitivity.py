@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from radfusion.data.layout import PE_TYPES
 from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 from radfusion.pipeline.predict import predict_study
-
-SUBTYPES = ("central", "segmental", "subsegmental")
 
 
 def main() -> None:
@@ -48,7 +47,7 @@ def main() -> None:
             np.save(path, volume)
             return predict_study(args.run, volume=path, hu_intercept=0).image_prob
 
-        for k, pe_type in enumerate(SUBTYPES):
+        for k, pe_type in enumerate(PE_TYPES):
             diffs = []
             for i in range(args.pairs):
                 rng = np.random.default_rng(args.seed + k * args.pairs + i)

@@ -18,15 +18,14 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from radfusion.data.layout import PE_TYPES
 from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
-
-SUBTYPES = ("central", "segmental", "subsegmental")
 
 
 def _darkened_per_slice(task) -> tuple[str, int]:
     i, shape, calibre = task
     rng = np.random.default_rng(i)
-    pe_type = SUBTYPES[i % 3] if i % 2 else ""
+    pe_type = PE_TYPES[i % 3] if i % 2 else ""
     params = sample_phantom(pe_type, rng, calibre)
     with_clots, without = render_with_and_without_emboli(shape, params, rng)
     darkened = (without.astype(np.int32) - with_clots) >= 100
@@ -54,7 +53,7 @@ def main() -> None:
     )
     for k in (1, 4, 9, 16):
         seen = most >= k
-        by_type = ", ".join(f"{t} {seen[types == t].mean():.0%}" for t in SUBTYPES)
+        by_type = ", ".join(f"{t} {seen[types == t].mean():.0%}" for t in PE_TYPES)
         print(
             f"visible with >= {k:2d} darkened voxels in a slice: {seen[positive].mean():4.0%} of "
             f"positives ({by_type}); AUROC bound {roc_auc_score(positive, seen):.3f}"
