@@ -18,7 +18,7 @@ import pandas as pd
 from radfusion.errors import RadfusionError
 from radfusion.fusion import fuse
 
-__all__ = ["StudyScore", "predict_study"]
+__all__ = ["StudyScore", "predict_study", "run_checkpoint"]
 
 
 @dataclass
@@ -36,7 +36,8 @@ class StudyScore:
         return asdict(self)
 
 
-def _checkpoint(run: Path) -> Path:
+def run_checkpoint(run: Path) -> Path:
+    """The run's best PENet checkpoint (the one its image stage recorded)."""
     record = run / "stages" / "image.json"
     if record.exists():
         rec = json.loads(record.read_text())
@@ -63,7 +64,7 @@ def _image(run: Path, volume: Path, hu_intercept: int | None):
     from radfusion.imaging.preprocess import build_cache, cache_folder
     from radfusion.imaging.train import open_checkpoint, predict_studies
 
-    ckpt = open_checkpoint(_checkpoint(run))
+    ckpt = open_checkpoint(run_checkpoint(run))
     params = ckpt.preprocessing
     if hu_intercept is not None:
         params = replace(params, hu_intercept=hu_intercept)
