@@ -1,6 +1,6 @@
 """How would a run's models score on studies it never met? A fresh synthetic cohort.
 
-Usage: python benchmarks/fresh_cohort.py RUN_DIR [--studies 2000] [--seed 1000] [--boot 2000]
+Usage: python benchmarks/fresh_cohort.py RUN_DIR [--studies 2000] [--seed 2000] [--boot 2000]
        [--save SCORES.csv]
 
 RUN_DIR is a finished benchmark or demo run on a synthetic cohort. This draws a new cohort
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished benchmark or demo run folder")
     parser.add_argument("--studies", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=1000, help="the fresh cohort's seed")
+    parser.add_argument("--seed", type=int, default=2000, help="the fresh cohort's seed")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--save", type=Path, help="write every study's label and scores here")
     args = parser.parse_args()
