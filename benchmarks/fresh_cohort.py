@@ -79,12 +79,12 @@ def _ehr(run: Path, cohort: Cohort) -> pd.Series:
     return pd.Series(model.predict_proba(x)[:, 1], index=cohort.studies.index)
 
 
-def _fused(run: Path, fresh: pd.DataFrame, labels: pd.Series, strategies: list[str]):
+def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strategies: list[str]):
     """Each strategy fitted on the run's validation predictions, applied to the fresh studies."""
     own = pd.DataFrame(
         {m: pd.read_csv(run / "predictions" / f"{m}.csv", index_col="idx")["prob"] for m in fresh}
     )
-    run_studies = Cohort.load(json.loads((run / "run.json").read_text())["data"]).studies
+    run_studies = Cohort.load(data).studies
     val = own.index.intersection(run_studies.index[run_studies["split"] == "val"])
     probs = pd.concat([own.loc[val], fresh.set_axis(fresh.index + OFFSET)])
     studies = pd.DataFrame(
@@ -137,7 +137,7 @@ def main() -> None:
     y = studies["label"].to_numpy().astype(bool)
     models = {
         **probs.to_dict("series"),
-        **_fused(run, probs, studies["label"], strategies),
+        **_fused(run, data, probs, studies["label"], strategies),
         "oracle EHR": oracle.loc[studies.index],
     }
     if args.save:
