@@ -35,12 +35,10 @@ from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
 from radfusion.evaluation.metrics import auroc
 from radfusion.fusion import fuse
-from radfusion.imaging.preprocess import build_cache, cache_folder
-from radfusion.imaging.train import open_checkpoint, predict_studies
 from radfusion.io import write_csv
 from radfusion.pipeline.config import load_config
 from radfusion.pipeline.demo import SYNTH_MARKER
-from radfusion.pipeline.predict import run_checkpoint
+from radfusion.pipeline.predict import score_volumes
 
 OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own
 
@@ -61,14 +59,9 @@ def _generator_settings(run: Path) -> tuple[Path, dict]:
     return data, settings
 
 
-def _image(run: Path, cohort: Cohort, tmp: Path) -> pd.Series:
-    ckpt = open_checkpoint(run_checkpoint(run))
+def _image(run: Path, cohort: Cohort) -> pd.Series:
     volumes = dict(cohort.studies["volume_path"].items())
-    summary = build_cache(volumes, tmp / "cache", ckpt.preprocessing, workers=2)
-    if summary.failed:
-        raise RadfusionError(summary.failed[0])
-    folder = cache_folder(tmp / "cache", ckpt.preprocessing)
-    scores = predict_studies(ckpt.model, folder, cohort.studies, ckpt.config, batch_size=16)
+    scores = score_volumes(run, volumes, workers=2, batch_size=16)
     return scores.set_index("idx")["prob"]
 
 
@@ -131,7 +124,7 @@ def main() -> None:
             workers=2,
         )
         cohort = Cohort.load(folder)
-        probs = pd.DataFrame({"image": _image(run, cohort, Path(tmp)), "ehr": _ehr(run, cohort)})
+        probs = pd.DataFrame({"image": _image(run, cohort), "ehr": _ehr(run, cohort)})
         oracle = pd.read_csv(folder / "oracle.csv", index_col="idx")["p_ehr"]
     studies = cohort.studies
     y = studies["label"].to_numpy().astype(bool)

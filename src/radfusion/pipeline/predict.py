@@ -18,7 +18,7 @@ import pandas as pd
 from radfusion.errors import RadfusionError
 from radfusion.fusion import fuse
 
-__all__ = ["StudyScore", "predict_study", "run_checkpoint"]
+__all__ = ["StudyScore", "predict_study", "run_checkpoint", "score_volumes"]
 
 
 @dataclass
@@ -60,7 +60,16 @@ def _thresholds(run: Path) -> dict[str, float]:
     return dict(zip(frame["model"], frame["threshold"], strict=True))
 
 
-def _image(run: Path, volume: Path, hu_intercept: int | None):
+def score_volumes(
+    run: Path,
+    volumes: dict[int, Path],
+    *,
+    hu_intercept: int | None = None,
+    workers: int = 1,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Volumes (idx -> ``.npy``) through the run's preprocessing and best PENet checkpoint:
+    ``idx``, ``prob``, ``best_start``, ``best_end`` per study (``predict_studies``)."""
     from radfusion.imaging.preprocess import build_cache, cache_folder
     from radfusion.imaging.train import open_checkpoint, predict_studies
 
@@ -69,12 +78,17 @@ def _image(run: Path, volume: Path, hu_intercept: int | None):
     if hu_intercept is not None:
         params = replace(params, hu_intercept=hu_intercept)
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
-        summary = build_cache({0: volume}, tmp, params)
+        summary = build_cache(volumes, tmp, params, workers=workers)
         if summary.failed:
             raise RadfusionError(summary.failed[0])
-        studies = pd.DataFrame({"label": [0]}, index=pd.Index([0], name="idx"))
-        scores = predict_studies(ckpt.model, cache_folder(tmp, params), studies, ckpt.config)
-    row = scores.iloc[0]
+        studies = pd.DataFrame(index=pd.Index(list(volumes), name="idx"))
+        return predict_studies(
+            ckpt.model, cache_folder(tmp, params), studies, ckpt.config, batch_size
+        )
+
+
+def _image(run: Path, volume: Path, hu_intercept: int | None):
+    row = score_volumes(run, {0: volume}, hu_intercept=hu_intercept).iloc[0]
     return float(row["prob"]), (int(row["best_start"]), int(row["best_end"]))
 
 
