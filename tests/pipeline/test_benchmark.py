@@ -121,7 +121,13 @@ def test_a_run_folder_holds_one_cohort(run_copy, tiny_config, cohort_copy):
 def _started_until_first_checkpoint(cmd, run, output):
     """Start the CLI and return once PENet has written its first checkpoint (mid-training);
     ``output`` (PIPE or DEVNULL) takes its stdout and stderr."""
-    proc = subprocess.Popen(cmd, stdout=output, stderr=output, text=True)
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, and an ignored signal
+    # stays ignored across exec: the child starts from the default, as under a terminal.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=output, stderr=output, text=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     last = run / "image" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
