@@ -33,6 +33,7 @@ from radfusion.ehr.model import check_features, load_model
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
+from radfusion.evaluation.evaluate import auroc_summary
 from radfusion.evaluation.metrics import auroc
 from radfusion.fusion import fuse
 from radfusion.io import write_csv
@@ -53,7 +54,7 @@ def _generator_settings(run: Path) -> tuple[Path, dict]:
         )
     settings = json.loads(marker.read_text())
     slices = settings["slices"]
-    if isinstance(slices, str):  # radfusion synth writes "LO:HI"
+    if isinstance(slices, str):  # "LO:HI", as radfusion synth wrote it before this version
         slices = [int(v) for v in slices.split(":")]
     settings["slices"] = tuple(slices) if slices else None
     return data, settings
@@ -93,12 +94,6 @@ def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strate
     }
 
 
-def _run_test_auroc(run: Path) -> dict[str, float]:
-    m = pd.read_csv(run / "eval" / "metrics.csv")
-    m = m[(m["subset"] == "all") & (m["attribute"] == "overall") & (m["metric"] == "auroc")]
-    return dict(zip(m["model"], m["value"], strict=True))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished benchmark or demo run folder")
@@ -136,7 +131,8 @@ def main() -> None:
     if args.save:
         scores = pd.DataFrame({k: v.loc[studies.index] for k, v in models.items()})
         write_csv(studies[["label", "pe_type"]].join(scores), args.save, index=True)
-    own = _run_test_auroc(run)
+    test = auroc_summary(pd.read_csv(run / "eval" / "metrics.csv"))
+    own = dict(zip(test["model"], test["all_value"], strict=True))
     counts = stratified_counts(y, args.boot, np.random.default_rng(0))
     everyone = np.arange(len(y))
     print(

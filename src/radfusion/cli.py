@@ -136,7 +136,7 @@ def synth(
             "studies": studies,
             "seed": seed,
             "size": size,
-            "slices": slices,
+            "slices": list(slice_range) if slice_range else None,  # as the demo's marker
             "quirks": quirks,
             "calibre": calibre,
         },
