@@ -1,7 +1,7 @@
 """How would a run's models score on studies it never met? A fresh synthetic cohort.
 
 Usage: python benchmarks/fresh_cohort.py RUN_DIR [--studies 2000] [--seed 2000] [--boot 2000]
-       [--save SCORES.csv]
+       [--save SCORES.csv] [--against OTHER.csv]
 
 RUN_DIR is a finished benchmark or demo run on a synthetic cohort. This draws a new cohort
 from the same generator settings (``synthetic.json`` of the run's data) with another seed,
@@ -14,6 +14,12 @@ A demo's test split holds 37 studies: its AUROCs carry CIs 0.2-0.3 wide, and whe
 fusion beats the EHR model there is close to a coin toss. Two thousand fresh studies from the
 same distribution tell the models apart (CIs about 0.05 wide for the image model). The oracle
 line is the EHR's ceiling: the generator's own P(PE | latent EHR risk).
+
+``--against OTHER.csv`` compares this run with another one on the same fresh studies: OTHER.csv
+is what ``--save`` wrote for the other run, with the same ``--studies`` and ``--seed``. Every
+model both hold gets a paired DeLong test. Its p covers the sampling of the fresh studies only,
+not the spread between training runs: two training seeds of one recipe can differ by more than
+a small p suggests (README, "What it took", item 9).
 """
 
 from __future__ import annotations
@@ -101,8 +107,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2000, help="the fresh cohort's seed")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--save", type=Path, help="write every study's label and scores here")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another run's --save file (same --studies and --seed): paired DeLong tests",
+    )
     args = parser.parse_args()
     run = args.run
+    other = _saved_scores(args.against) if args.against else None
+    if other is not None and len(other) != args.studies:  # the cheap check, before the work
+        parser.error(f"{args.against} holds {len(other)} studies, not --studies {args.studies}")
     data, settings = _generator_settings(run)
     if settings["seed"] == args.seed:
         parser.error(f"--seed {args.seed} is the run's own cohort seed: pick another")
@@ -155,7 +169,34 @@ def main() -> None:
         if a in models:
             auc_a, auc_b, p = delong_test(y, models[a].to_numpy(), models[b].to_numpy())
             print(f"DeLong {a} vs {b}: {auc_a:.3f} vs {auc_b:.3f}, p = {p:.2g}")
+    if other is not None:
+        _compare(models, studies, other, args.against)
+
+
+def _saved_scores(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise RadfusionError(f"{path}: not found; write it with --save on the other run")
+    return pd.read_csv(path, index_col="idx")
+
+
+def _compare(models: dict, studies: pd.DataFrame, other: pd.DataFrame, path: Path) -> None:
+    """Paired DeLong tests of this run's models against another run's, on the same studies."""
+    same = other.index.equals(studies.index) and other["label"].eq(studies["label"]).all()
+    if not same:
+        raise RadfusionError(
+            f"{path}: holds another fresh cohort; save both runs with the same --studies and --seed"
+        )
+    y = studies["label"].to_numpy().astype(bool)
+    for name, score in models.items():
+        if name not in other.columns or name == "oracle EHR":
+            continue
+        theirs = other[name].loc[studies.index].to_numpy()
+        auc_a, auc_b, p = delong_test(y, score.loc[studies.index].to_numpy(), theirs)
+        print(f"against {path.name}: {name} {auc_a:.3f} vs {auc_b:.3f}, paired DeLong p = {p:.2g}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RadfusionError as exc:  # one line, no traceback: the message names the fix
+        raise SystemExit(f"fresh_cohort.py: {exc}") from None
