@@ -181,17 +181,15 @@ def _saved_scores(path: Path) -> pd.DataFrame:
 
 def _compare(models: dict, studies: pd.DataFrame, other: pd.DataFrame, path: Path) -> None:
     """Paired DeLong tests of this run's models against another run's, on the same studies."""
-    same = other.index.equals(studies.index) and other["label"].eq(studies["label"]).all()
-    if not same:
+    if not (other.index.equals(studies.index) and other["label"].eq(studies["label"]).all()):
         raise RadfusionError(
             f"{path}: holds another fresh cohort; save both runs with the same --studies and --seed"
         )
     y = studies["label"].to_numpy().astype(bool)
-    for name, score in models.items():
-        if name not in other.columns or name == "oracle EHR":
-            continue
-        theirs = other[name].loc[studies.index].to_numpy()
-        auc_a, auc_b, p = delong_test(y, score.loc[studies.index].to_numpy(), theirs)
+    shared = [m for m in models if m in other.columns and m != "oracle EHR"]  # oracle: the data's
+    for name in shared:
+        ours, theirs = models[name].loc[studies.index].to_numpy(), other[name].to_numpy()
+        auc_a, auc_b, p = delong_test(y, ours, theirs)
         print(f"against {path.name}: {name} {auc_a:.3f} vs {auc_b:.3f}, paired DeLong p = {p:.2g}")
 
 
