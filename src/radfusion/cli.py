@@ -766,6 +766,17 @@ def predict(
     table.add_row("most suspicious window", f"slices {start}-{end}")
     verdict = "PE" if score.decision else "no PE"
     table.add_row("decision", f"{verdict} ({score.model} >= {score.threshold:.4f} is PE)")
+    if score.slicenet is not None:
+        s = score.slicenet
+        table.add_row("image (SliceNet)", f"{s['prob']:.4f}")
+        fused = "-" if s["fused_prob"] is None else f"{s['fused_prob']:.4f}"
+        table.add_row("SliceNet fused (mean)", fused)
+        start, end = s["best_window"]
+        table.add_row("SliceNet's most suspicious slices", f"{start}-{end}")
+        verdict = "PE" if s["decision"] else "no PE"
+        table.add_row(
+            "SliceNet decision", f"{verdict} ({s['model']} >= {s['threshold']:.4f} is PE)"
+        )
     console.print(table)
     for note in score.notes:
         console.print(f"note: {note}")

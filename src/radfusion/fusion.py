@@ -103,9 +103,15 @@ def fuse(
 
 
 def fuse_files(
-    pred_dir: str | Path, models: list[str], strategy: str, studies: pd.DataFrame, seed: int = 0
+    pred_dir: str | Path,
+    models: list[str],
+    strategy: str,
+    studies: pd.DataFrame,
+    seed: int = 0,
+    name: str | None = None,
 ) -> Path:
-    """Read ``PRED_DIR/<model>.csv`` for each model, fuse, write ``fusion_<strategy>.csv``."""
+    """Read ``PRED_DIR/<model>.csv`` for each model, fuse, write ``<name>.csv`` (by default
+    ``fusion_<strategy>.csv``)."""
     pred_dir = Path(pred_dir)
     columns = {}
     for model in models:
@@ -124,7 +130,7 @@ def fuse_files(
             )
     probs = pd.DataFrame(columns)
     fused = fuse(probs, strategy, studies, seed)
-    out = pred_dir / f"fusion_{strategy}.csv"
+    out = pred_dir / f"{name or f'fusion_{strategy}'}.csv"
     frame = pd.DataFrame(
         {
             "idx": fused.index,

@@ -19,6 +19,9 @@ from radfusion.pipeline.config import load_config
 from ..conftest import TINY, tiny_cli
 
 
+FUSIONS_MEAN = {"fusion_mean", "fusion_slicenet_mean"}
+
+
 def _statuses(run):
     return {s: json.loads((run / "stages" / f"{s}.json").read_text())["status"] for s in STAGES}
 
@@ -28,7 +31,15 @@ def test_a_run_writes_every_stage_and_the_summary_matches_sklearn(benchmark_run)
     assert result.statuses == dict.fromkeys(STAGES, "ran")
     assert _statuses(run) == dict.fromkeys(STAGES, "done")
     names = {p.stem for p in (run / "predictions").glob("*.csv")}
-    assert names == {"ehr", "image", "fusion_mean", "fusion_weighted"}
+    assert names == {
+        "ehr",
+        "image",
+        "slicenet",
+        "fusion_mean",
+        "fusion_weighted",
+        "fusion_slicenet_mean",
+        "fusion_slicenet_weighted",
+    }
     assert result.report.exists() and (run / "config.yaml").exists()
     assert "stage image: done" in (run / "benchmark.log").read_text()
     labels = pd.read_csv(data / "Labels.csv").set_index("idx")
@@ -42,6 +53,9 @@ def test_a_run_writes_every_stage_and_the_summary_matches_sklearn(benchmark_run)
     ehr = pd.read_csv(run / "predictions" / "ehr.csv").set_index("idx")["prob"]
     image = pd.read_csv(run / "predictions" / "image.csv").set_index("idx")["prob"]
     np.testing.assert_allclose(fused, (ehr + image.loc[ehr.index]) / 2, atol=1e-7)
+    fused = pd.read_csv(run / "predictions" / "fusion_slicenet_mean.csv").set_index("idx")["prob"]
+    slices = pd.read_csv(run / "predictions" / "slicenet.csv").set_index("idx")["prob"]
+    np.testing.assert_allclose(fused, (ehr + slices.loc[ehr.index]) / 2, atol=1e-7)
 
 
 def test_a_rerun_skips_every_stage(run_copy, tiny_config):
@@ -59,12 +73,25 @@ def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
     config = load_config(None, [*TINY, "fusion.strategies=[mean, max]"])
     result = run_benchmark(data, run, config)
     assert result.statuses == {
-        **dict.fromkeys(["validate", "preprocess", "ehr", "image"], "skipped"),
+        **dict.fromkeys(["validate", "preprocess", "ehr", "image", "slicenet"], "skipped"),
         **dict.fromkeys(["fusion", "evaluate", "report"], "ran"),
     }
     assert {p: p.stat().st_mtime_ns for p in image_ckpt} == mtimes  # PENet untouched
     names = {p.stem for p in (run / "predictions").glob("*.csv")}
-    assert names == {"ehr", "image", "fusion_mean", "fusion_max"}  # the old fusion is gone
+    fusions = {"fusion_mean", "fusion_max", "fusion_slicenet_mean", "fusion_slicenet_max"}
+    assert names == {"ehr", "image", "slicenet", *fusions}  # the old fusions are gone
+    assert set(result.summary["model"]) == names
+
+
+def test_slicenet_switched_off_leaves_nothing_behind(run_copy):
+    data, run = run_copy
+    result = run_benchmark(data, run, load_config(None, [*TINY, "slicenet.enabled=false"]))
+    assert result.statuses["slicenet"] == "off" and result.statuses["image"] == "skipped"
+    assert result.statuses["fusion"] == "ran"
+    assert _statuses(run)["slicenet"] == "off"
+    assert not (run / "slicenet").exists()
+    names = {p.stem for p in (run / "predictions").glob("*.csv")}
+    assert names == {"ehr", "image", "fusion_mean", "fusion_weighted"}
     assert set(result.summary["model"]) == names
 
 
@@ -151,8 +178,7 @@ def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "unchanged, skipped" in done.stdout
-    statuses = _statuses(run)
-    assert statuses == dict.fromkeys(STAGES, "done")
+    assert _statuses(run) == dict.fromkeys(STAGES, "done")
     log = (run / "benchmark.log").read_text()
     assert "stage image: resumed" in log and "stage ehr: unchanged, skipped" in log
     a = pd.read_csv(straight / "eval" / "metrics.csv")
@@ -165,7 +191,7 @@ def test_the_benchmark_runs_on_a_cohort_with_every_release_quirk(quirky_cohort, 
 
     config = load_config(None, [*TINY, "fusion.strategies=[mean]"])
     result = run_benchmark(quirky_cohort, tmp_path / "run", config)
-    assert set(result.summary["model"]) == {"ehr", "image", "fusion_mean"}
+    assert set(result.summary["model"]) == {"ehr", "image", "slicenet", *FUSIONS_MEAN}
     assert result.summary["all_value"].between(0, 1).all()
     log = (tmp_path / "run" / "benchmark.log").read_text()
     assert "WARNING" in log  # the quirks are reported, not silently absorbed

@@ -37,6 +37,14 @@ def test_a_study_scores_as_in_the_benchmark(benchmark_run, tmp_path):
     assert score.model == "fusion_mean"
     assert score.threshold == pytest.approx(thresholds["fusion_mean"], abs=1e-6)
     assert score.decision == (score.fused_prob >= score.threshold)
+    slices = pd.read_csv(run / "predictions" / "slicenet.csv").set_index("idx")
+    s = score.slicenet
+    assert s["prob"] == pytest.approx(slices.loc[idx, "prob"], abs=1e-6)
+    assert s["best_window"] == (slices.loc[idx, "best_start"], slices.loc[idx, "best_end"])
+    assert s["fused_prob"] == pytest.approx((s["prob"] + score.ehr_prob) / 2)
+    assert s["model"] == "fusion_slicenet_mean"
+    assert s["threshold"] == pytest.approx(thresholds["fusion_slicenet_mean"], abs=1e-6)
+    assert s["decision"] == (s["fused_prob"] >= s["threshold"])
 
 
 def test_without_ehr_the_image_model_decides_and_says_so(benchmark_run):
@@ -48,6 +56,9 @@ def test_without_ehr_the_image_model_decides_and_says_so(benchmark_run):
     assert "no EHR given" in score.notes[0]
     start, end = score.best_window
     assert end - start == 23 and start >= 0
+    assert score.slicenet["model"] == "slicenet" and score.slicenet["fused_prob"] is None
+    start, end = score.slicenet["best_window"]
+    assert end - start == 4 and start >= 0
 
 
 def test_a_dicom_series_scores_like_its_imported_volume(benchmark_run, tmp_path):

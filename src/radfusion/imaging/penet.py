@@ -271,3 +271,7 @@ def penet_tiny(**overrides) -> PENet:
         ),
         overrides,
     )
+
+
+# Other imaging models register themselves in MODELS on import.
+from radfusion.imaging import slicenet as _slicenet  # noqa: E402, F401

@@ -1,8 +1,9 @@
 """``radfusion benchmark``: every stage of the paper on one cohort, cached and resumable.
 
-validate -> preprocess -> ehr -> image -> fusion -> evaluate -> report. Each stage's
-fingerprint (see :mod:`radfusion.pipeline.stages`) covers its own parameters and everything
-upstream, so a changed parameter reruns that stage and what depends on it, nothing else.
+validate -> preprocess -> ehr -> image -> slicenet -> fusion -> evaluate -> report (slicenet
+only when ``slicenet.enabled``; its fusions with the EHR are ``fusion_slicenet_<strategy>``).
+Each stage's fingerprint (see :mod:`radfusion.pipeline.stages`) covers its own parameters and
+everything upstream, so a changed parameter reruns that stage and what depends on it, nothing else.
 
 Run folder::
 
@@ -11,7 +12,8 @@ Run folder::
     RUN_DIR/stages/*.json      fingerprints and status
     RUN_DIR/cache/             the CT cache (keyed by its preprocessing parameters)
     RUN_DIR/ehr/, image/       the EHR model, PENet checkpoints and logs
-    RUN_DIR/predictions/       ehr.csv, image.csv, fusion_*.csv, and any extra model
+    RUN_DIR/slicenet/          SliceNet's checkpoints and logs (when enabled)
+    RUN_DIR/predictions/       ehr.csv, image.csv, [slicenet.csv], fusion_*.csv, any extra model
     RUN_DIR/eval/, report/     metrics, fairness, comparisons; report.html
 """
 
@@ -47,8 +49,9 @@ from radfusion.report.html import write_report
 
 __all__ = ["STAGES", "BenchmarkResult", "Reporter", "run_benchmark"]
 
-STAGES = ("validate", "preprocess", "ehr", "image", "fusion", "evaluate", "report")
-PRODUCED = ("ehr", "image")  # prediction files the benchmark writes itself (plus fusion_*)
+STAGES = ("validate", "preprocess", "ehr", "image", "slicenet", "fusion", "evaluate", "report")
+# Prediction files the benchmark writes itself (plus fusion_*).
+PRODUCED = ("ehr", "image", "slicenet")
 log = logging.getLogger("radfusion")
 
 
@@ -228,38 +231,58 @@ def run_benchmark(
 
         stage("ehr", ehr_fp, [run / "ehr", pred_dir / "ehr.csv"], ehr)
 
-        image_fp = fingerprint(prep_fp, asdict(config.image), config.seed)
+        def imaging(name: str, section) -> str:
+            """Train one imaging model into RUN_DIR/<name>/, predictions/<name>.csv."""
+            fp = fingerprint(prep_fp, asdict(section), config.seed)
 
-        def image():
-            train = config.image.train_config(config.seed)
-            extra = dict(trainer_args or {})
-            callbacks = [_EpochProgress(reporter), *extra.pop("callbacks", [])]
-            args = {
-                **config.image.trainer_args(),
-                "enable_progress_bar": False,
-                **extra,
-                "callbacks": callbacks,
-            }
-            best, _ = train_image(
-                cohort,
-                folder,
-                run / "image",
-                train,
-                trainer_args=args,
-                preprocessing=asdict(params),
-                pretrained=config.image.pretrained,
-            )
-            with atomic_path(pred_dir / "image.csv") as tmp:
-                shutil.copyfile(run / "image" / "predictions" / "image.csv", tmp)
-            return {"checkpoint": str(best)}
+            def work():
+                extra = dict(trainer_args or {})
+                callbacks = [_EpochProgress(reporter), *extra.pop("callbacks", [])]
+                args = {
+                    **section.trainer_args(),
+                    "enable_progress_bar": False,
+                    **extra,
+                    "callbacks": callbacks,
+                }
+                best, _ = train_image(
+                    cohort,
+                    folder,
+                    run / name,
+                    section.train_config(config.seed),
+                    trainer_args=args,
+                    preprocessing=asdict(params),
+                    pretrained=section.pretrained,
+                )
+                with atomic_path(pred_dir / f"{name}.csv") as tmp:
+                    shutil.copyfile(run / name / "predictions" / "image.csv", tmp)
+                return {"checkpoint": str(best)}
 
-        stage("image", image_fp, [run / "image", pred_dir / "image.csv"], image)
+            stage(name, fp, [run / name, pred_dir / f"{name}.csv"], work)
+            return fp
+
+        image_fp = imaging("image", config.image)
+        pairs = [("image", "fusion")]  # (image model, fusion files' prefix)
+        if config.slicenet.enabled:
+            image_fp = fingerprint(image_fp, imaging("slicenet", config.slicenet))
+            pairs.append(("slicenet", "fusion_slicenet"))
+        else:
+            statuses["slicenet"] = "off"
+            log.info("stage slicenet: off (slicenet.enabled is false)")
+            book.clear("slicenet", [run / "slicenet", pred_dir / "slicenet.csv"])
 
         fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
 
         def fusion():
-            for strategy in config.fusion.strategies:
-                fuse_files(pred_dir, ["image", "ehr"], strategy, cohort.studies, seed=config.seed)
+            for model, prefix in pairs:
+                for strategy in config.fusion.strategies:
+                    fuse_files(
+                        pred_dir,
+                        [model, "ehr"],
+                        strategy,
+                        cohort.studies,
+                        seed=config.seed,
+                        name=f"{prefix}_{strategy}",
+                    )
 
         stage("fusion", fusion_fp, list(pred_dir.glob("fusion_*.csv")), fusion)
 

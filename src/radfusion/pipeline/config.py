@@ -72,6 +72,27 @@ class ImageSection(TrainConfig):
 
 
 @dataclass
+class SliceNetSection(ImageSection):
+    """SliceNet (``radfusion.imaging.slicenet``): trained like PENet, on 5-slice windows
+    labelled by their annotated slices; off in the paper's config."""
+
+    enabled: bool = False
+    model: str = "slicenet"
+    window: int = 5  # = model_args.slices
+    eval_stride: int | None = 1  # one window per slice at test time
+    min_abnormal_slices: int = 3  # a window is positive when most of its slices are annotated
+    abnormal_prob: float = 0.5
+    max_epochs: int = 20
+    windows_per_epoch: int = 16384
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce"
+
+
+@dataclass
 class FusionSection:
     strategies: list[str] = field(default_factory=lambda: ["mean", "weighted", "stacked", "max"])
 
@@ -87,6 +108,7 @@ class BenchmarkConfig:
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
     ehr: EHRSection = field(default_factory=EHRSection)
     image: ImageSection = field(default_factory=ImageSection)
+    slicenet: SliceNetSection = field(default_factory=SliceNetSection)
     fusion: FusionSection = field(default_factory=FusionSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 

@@ -2,8 +2,9 @@
 
 The CT goes through the run's own preprocessing (the same code as the cache) and every
 window of it through the run's best PENet checkpoint; the EHR row through the run's EHR model;
-the two are fused by the paper's mean. Each decision uses the operating point chosen on the
-run's validation split (``eval/thresholds.csv``).
+the two are fused by the paper's mean. A run that trained SliceNet scores the study with it too,
+and fuses it with the EHR the same way. Each decision uses the operating point chosen on the
+run's validation split (``eval/thresholds.csv``); the headline decision is the paper's model's.
 """
 
 from __future__ import annotations
@@ -31,25 +32,34 @@ class StudyScore:
     threshold: float
     decision: bool
     notes: list[str] = field(default_factory=list)
+    # When the run trained SliceNet: the same scores from it (prob, best_window, fused_prob,
+    # model, threshold, decision), else None.
+    slicenet: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def run_checkpoint(run: Path) -> Path:
-    """The run's best PENet checkpoint (the one its image stage recorded)."""
-    record = run / "stages" / "image.json"
+def run_checkpoint(run: Path, model: str = "image") -> Path:
+    """The run's best checkpoint of an imaging model (``image``: PENet, or ``slicenet``): the
+    one its stage recorded."""
+    record = run / "stages" / f"{model}.json"
     if record.exists():
         rec = json.loads(record.read_text())
         if rec.get("status") == "done" and Path(rec.get("checkpoint", "")).exists():
             return Path(rec["checkpoint"])
-    found = sorted((run / "image" / "checkpoints").glob("best-*.ckpt"))
+    found = sorted((run / model / "checkpoints").glob("best-*.ckpt"))
     if not found:
         raise RadfusionError(
-            f"{run}: no trained PENet (image/checkpoints/best-*.ckpt); "
+            f"{run}: no trained {model} model ({model}/checkpoints/best-*.ckpt); "
             "run radfusion benchmark first"
         )
     return found[-1]
+
+
+def has_slicenet(run: Path) -> bool:
+    record = run / "stages" / "slicenet.json"
+    return record.exists() and json.loads(record.read_text()).get("status") == "done"
 
 
 def _thresholds(run: Path) -> dict[str, float]:
@@ -67,13 +77,15 @@ def score_volumes(
     hu_intercept: int | None = None,
     workers: int = 1,
     batch_size: int | None = None,
+    model: str = "image",
 ) -> pd.DataFrame:
-    """Volumes (idx -> ``.npy``) through the run's preprocessing and best PENet checkpoint:
-    ``idx``, ``prob``, ``best_start``, ``best_end`` per study (``predict_studies``)."""
+    """Volumes (idx -> ``.npy``) through the run's preprocessing and best checkpoint of
+    ``model`` (``image``: PENet, or ``slicenet``): ``idx``, ``prob``, ``best_start``,
+    ``best_end`` per study (``predict_studies``)."""
     from radfusion.imaging.preprocess import build_cache, cache_folder
     from radfusion.imaging.train import open_checkpoint, predict_studies
 
-    ckpt = open_checkpoint(run_checkpoint(run))
+    ckpt = open_checkpoint(run_checkpoint(run, model))
     params = ckpt.preprocessing
     if hu_intercept is not None:
         params = replace(params, hu_intercept=hu_intercept)
@@ -87,8 +99,8 @@ def score_volumes(
         )
 
 
-def _image(run: Path, volume: Path, hu_intercept: int | None):
-    row = score_volumes(run, {0: volume}, hu_intercept=hu_intercept).iloc[0]
+def _image(run: Path, volume: Path, hu_intercept: int | None, model: str = "image"):
+    row = score_volumes(run, {0: volume}, hu_intercept=hu_intercept, model=model).iloc[0]
     return float(row["prob"]), (int(row["best_start"]), int(row["best_end"]))
 
 
@@ -143,16 +155,33 @@ def predict_study(
             volume = Path(tmp) / f"{result.imported[0].idx}.npy"
             hu_intercept = 0 if hu_intercept is None else hu_intercept  # the import writes HU
         image_prob, window = _image(run, Path(volume), hu_intercept)
-    if ehr_row is None:
+        slices = _image(run, Path(volume), hu_intercept, "slicenet") if has_slicenet(run) else None
+    ehr_prob = None if ehr_row is None else _ehr(run, Path(ehr_row))
+    if ehr_prob is None:
         notes.append("no EHR given: the decision is the image-only model's")
-        model, prob, ehr_prob, fused = "image", image_prob, None, None
-    else:
-        ehr_prob = _ehr(run, Path(ehr_row))
-        fused = float(fuse(pd.DataFrame({"image": [image_prob], "ehr": [ehr_prob]})).iloc[0])
-        model, prob = "fusion_mean", fused
-    if model not in thresholds:
-        raise RadfusionError(f"{run}: no validation threshold for {model} in eval/thresholds.csv")
-    threshold = float(thresholds[model])
-    return StudyScore(
-        image_prob, window, ehr_prob, fused, model, threshold, bool(prob >= threshold), notes
-    )
+
+    def decide(name: str, prob: float, prefix: str) -> tuple[float | None, str, float, bool]:
+        fused, model = None, name
+        if ehr_prob is not None:
+            fused = float(fuse(pd.DataFrame({name: [prob], "ehr": [ehr_prob]})).iloc[0])
+            model, prob = f"{prefix}_mean", fused
+        if model not in thresholds:
+            raise RadfusionError(
+                f"{run}: no validation threshold for {model} in eval/thresholds.csv"
+            )
+        threshold = float(thresholds[model])
+        return fused, model, threshold, bool(prob >= threshold)
+
+    fused, model, threshold, decision = decide("image", image_prob, "fusion")
+    score = StudyScore(image_prob, window, ehr_prob, fused, model, threshold, decision, notes)
+    if slices is not None:
+        s_fused, s_model, s_threshold, s_decision = decide("slicenet", slices[0], "fusion_slicenet")
+        score.slicenet = {
+            "prob": slices[0],
+            "best_window": slices[1],
+            "fused_prob": s_fused,
+            "model": s_model,
+            "threshold": s_threshold,
+            "decision": s_decision,
+        }
+    return score

@@ -84,6 +84,12 @@ class StageBook:
         )
         return resumed
 
+    def clear(self, name: str, outputs: list[Path]) -> None:
+        """A stage switched off: its outputs go (nothing downstream may read them), and its
+        record says so."""
+        _remove(outputs)
+        write_json({"status": "off"}, self._path(name))
+
     def finish(self, name: str, fp: str, seconds: float, **info) -> None:
         write_json(
             {"status": "done", "fingerprint": fp, "seconds": round(seconds, 2), **info},
