@@ -18,7 +18,6 @@ from radfusion.pipeline.config import load_config
 
 from ..conftest import TINY, tiny_cli
 
-
 FUSIONS_MEAN = {"fusion_mean", "fusion_slicenet_mean"}
 
 
