@@ -3,12 +3,13 @@
 Usage: python benchmarks/fresh_cohort.py RUN_DIR [--studies 2000] [--seed 2000] [--boot 2000]
        [--save SCORES.csv] [--against OTHER.csv]
 
-RUN_DIR is a finished benchmark or demo run on a synthetic cohort. This draws a new cohort
-from the same generator settings (``synthetic.json`` of the run's data) with another seed,
-puts it through the run's own preprocessing, PENet checkpoint and EHR model, fuses the two
-with the run's fusion strategies (``weighted`` and ``stacked`` keep the parameters they
-learned on the run's validation split), and prints every model's AUROC with a stratified
-bootstrap 95% CI, next to the same model's AUROC on the run's own test split.
+RUN_DIR is a finished benchmark or demo run on a synthetic cohort. This draws a new cohort from
+the same generator settings (``synthetic.json`` of the run's data) with another seed, puts it
+through the run's own preprocessing, PENet checkpoint (and SliceNet's, when the run trained it)
+and EHR model, fuses each imaging model with the EHR by the run's fusion strategies
+(``weighted`` and ``stacked`` keep the parameters they learned on the run's validation split),
+and prints every model's AUROC with a stratified bootstrap 95% CI, next to the same model's
+AUROC on the run's own test split.
 
 A demo's test split holds 37 studies: its AUROCs carry CIs 0.2-0.3 wide, and whether the
 fusion beats the EHR model there is close to a coin toss. Two thousand fresh studies from the
@@ -45,7 +46,7 @@ from radfusion.fusion import fuse
 from radfusion.io import write_csv
 from radfusion.pipeline.config import load_config
 from radfusion.pipeline.demo import SYNTH_MARKER
-from radfusion.pipeline.predict import score_volumes
+from radfusion.pipeline.predict import has_slicenet, score_volumes
 
 OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own
 
@@ -66,9 +67,9 @@ def _generator_settings(run: Path) -> tuple[Path, dict]:
     return data, settings
 
 
-def _image(run: Path, cohort: Cohort) -> pd.Series:
+def _image(run: Path, cohort: Cohort, model: str = "image") -> pd.Series:
     volumes = dict(cohort.studies["volume_path"].items())
-    scores = score_volumes(run, volumes, workers=2, batch_size=16)
+    scores = score_volumes(run, volumes, workers=2, batch_size=16, model=model)
     return scores.set_index("idx")["prob"]
 
 
@@ -79,8 +80,16 @@ def _ehr(run: Path, cohort: Cohort) -> pd.Series:
     return pd.Series(model.predict_proba(x)[:, 1], index=cohort.studies.index)
 
 
-def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strategies: list[str]):
-    """Each strategy fitted on the run's validation predictions, applied to the fresh studies."""
+def _fused(
+    run: Path,
+    data: Path,
+    fresh: pd.DataFrame,
+    labels: pd.Series,
+    strategies: list[str],
+    prefix: str = "fusion",
+):
+    """Each strategy fitted on the run's validation predictions, applied to the fresh studies
+    (named ``<prefix>_<strategy>``, as the benchmark names them)."""
     own = pd.DataFrame(
         {m: pd.read_csv(run / "predictions" / f"{m}.csv", index_col="idx")["prob"] for m in fresh}
     )
@@ -95,7 +104,7 @@ def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strate
         index=probs.index,
     )
     return {
-        f"fusion_{s}": fuse(probs, s, studies).iloc[len(val) :].set_axis(fresh.index)
+        f"{prefix}_{s}": fuse(probs, s, studies).iloc[len(val) :].set_axis(fresh.index)
         for s in strategies
     }
 
@@ -134,14 +143,19 @@ def main() -> None:
         )
         cohort = Cohort.load(folder)
         probs = pd.DataFrame({"image": _image(run, cohort), "ehr": _ehr(run, cohort)})
+        slicenet = _image(run, cohort, "slicenet") if has_slicenet(run) else None
         oracle = pd.read_csv(folder / "oracle.csv", index_col="idx")["p_ehr"]
     studies = cohort.studies
     y = studies["label"].to_numpy().astype(bool)
     models = {
         **probs.to_dict("series"),
         **_fused(run, data, probs, studies["label"], strategies),
-        "oracle EHR": oracle.loc[studies.index],
     }
+    if slicenet is not None:
+        pair = pd.DataFrame({"slicenet": slicenet, "ehr": probs["ehr"]})
+        models["slicenet"] = slicenet
+        models.update(_fused(run, data, pair, studies["label"], strategies, "fusion_slicenet"))
+    models["oracle EHR"] = oracle.loc[studies.index]
     if args.save:
         scores = pd.DataFrame({k: v.loc[studies.index] for k, v in models.items()})
         write_csv(studies[["label", "pe_type"]].join(scores), args.save, index=True)
@@ -153,20 +167,23 @@ def main() -> None:
         f"{run}: {args.studies} fresh studies ({y.sum()} with PE), seed {args.seed}, "
         f"generated like {data} ({settings['size']} px, calibre {settings['calibre']:g})"
     )
-    header = f"{'model':17s} {'fresh AUROC (95% CI)':>24s}"
+    width = max(len(name) for name in models)
+    header = f"{'model':{width}s} {'fresh AUROC (95% CI)':>24s}"
     header += "".join(f" {t[:5]:>6s}" for t in PE_TYPES) + f" {'own test':>9s}"
     print(header)
     for name, score in models.items():
         score = score.loc[studies.index].to_numpy()
         lo, hi = np.nanpercentile(Resamples(counts, y, score, 0.5).auroc(everyone), [2.5, 97.5])
-        line = f"{name:17s} {auroc(y, score):8.3f} ({lo:.3f}-{hi:.3f})"
+        line = f"{name:{width}s} {auroc(y, score):8.3f} ({lo:.3f}-{hi:.3f})"
         for pe_type in PE_TYPES:
             keep = ~y | (studies["pe_type"] == pe_type).to_numpy()
             line += f" {auroc(y[keep], score[keep]):6.3f}"
         line += f" {own[name]:9.3f}" if name in own else f" {'':>9s}"
         print(line)
-    for a, b in (("fusion_mean", "ehr"), ("fusion_mean", "image")):
-        if a in models:
+    pairs = [("fusion_mean", "ehr"), ("fusion_mean", "image"), ("slicenet", "image")]
+    pairs += [("fusion_slicenet_mean", "ehr"), ("fusion_slicenet_mean", "slicenet")]
+    for a, b in pairs:
+        if a in models and b in models:
             auc_a, auc_b, p = delong_test(y, models[a].to_numpy(), models[b].to_numpy())
             print(f"DeLong {a} vs {b}: {auc_a:.3f} vs {auc_b:.3f}, p = {p:.2g}")
     if other is not None:
