@@ -240,3 +240,21 @@ def test_without_a_pe_type_column_there_is_no_subtype_table():
     studies, prob = _cohort()
     result = evaluate(studies.drop(columns="pe_type"), {"m": prob}, n_boot=100)
     assert result.subtypes.empty
+
+
+def test_models_sort_in_the_papers_order_then_slicenet_then_the_rest():
+    from radfusion.evaluation.predictions import model_order
+
+    names = ["mine", "fusion_slicenet_max", "slicenet", "fusion_max", "ehr"]
+    names += ["fusion_slicenet_mean", "fusion_mean", "image", "fusion_stacked"]
+    assert sorted(names, key=model_order) == [
+        "image",
+        "ehr",
+        "fusion_mean",
+        "fusion_max",
+        "fusion_stacked",
+        "slicenet",
+        "fusion_slicenet_mean",
+        "fusion_slicenet_max",
+        "mine",
+    ]

@@ -17,14 +17,18 @@ __all__ = ["collect_prediction_files", "model_order", "read_predictions"]
 
 
 def model_order(name: str) -> tuple[int, str]:
-    """Sort key giving the paper's column order: image, EHR, fusion(s), then the rest."""
+    """Sort key giving the paper's column order: image, EHR, fusion(s) (the paper's mean
+    first), then SliceNet and its fusions, then the rest."""
     if name == "image":
         return (0, name)
     if name == "ehr":
         return (1, name)
-    if name.startswith("fusion"):
-        return (2, "" if name == "fusion_mean" else name)
-    return (3, name)
+    if name == "slicenet":
+        return (3, name)
+    for rank, prefix in ((4, "fusion_slicenet_"), (2, "fusion_")):
+        if name.startswith(prefix):
+            return (rank, "" if name == f"{prefix}mean" else name)
+    return (5, name)
 
 
 def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]:
