@@ -480,8 +480,19 @@ def train_image_command(
     cache: Annotated[Path, typer.Option(help="The cache root given to radfusion preprocess.")],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, logs, predictions).")],
     model: Annotated[
-        str, typer.Option(help="penet_50 (the paper's), penet_small, penet_tiny.")
+        str,
+        typer.Option(
+            help="penet_50 (the paper's), penet_small, penet_tiny, or slicenet (with --window 5 "
+            "--eval-stride 1)."
+        ),
     ] = "penet_50",
+    window: Annotated[int, typer.Option(help="Slices per window (PENet's 24).")] = 24,
+    eval_stride: Annotated[
+        int | None, typer.Option(help="Slices between test windows (default: --window).")
+    ] = None,
+    max_rotation: Annotated[
+        float, typer.Option(help="Training rotations within +- this many degrees (0: none).")
+    ] = 15.0,
     size: Annotated[int, typer.Option(help="The cached slice size to train on.")] = 224,
     crop: Annotated[int, typer.Option(help="Crop of each slice (random in training).")] = 192,
     max_epochs: Annotated[int, typer.Option(help="Epochs.")] = 10,
@@ -517,7 +528,8 @@ def train_image_command(
         str, typer.Option(help="Lightning precision, e.g. 32 or 16-mixed.")
     ] = "32-true",
 ) -> None:
-    """Train PENet on the cached windows; write checkpoints, logs and predictions/image.csv.
+    """Train PENet (or SliceNet) on the cached windows; write checkpoints, logs and
+    predictions/image.csv.
     Rerunning the same command resumes from the last epoch's checkpoint."""
     from dataclasses import asdict
 
@@ -548,6 +560,9 @@ def train_image_command(
         lr=lr,
         loss=loss,
         crop=crop,
+        window=window,
+        eval_stride=eval_stride,
+        max_rotation=max_rotation,
         min_abnormal_slices=min_abnormal_slices,
         num_workers=num_workers,
         seed=seed,

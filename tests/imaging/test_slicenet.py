@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -94,3 +95,23 @@ def test_trained_through_penets_module_a_study_scores_its_best_slice_window(cach
         assert row["prob"] == pytest.approx(probs.max(), abs=1e-5)
         assert row["best_start"] == int(np.argmax(probs))
         assert row["best_end"] == row["best_start"] + 4
+
+
+def test_the_command_line_trains_it(cached, tmp_path):
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+
+    cohort, cache = cached
+    args = ["train-image", str(cohort.root), "--cache", str(cache.parent), "--size", "16"]
+    args += ["--out", str(tmp_path), "--model", "slicenet", "--window", "5", "--eval-stride", "1"]
+    args += ["--max-rotation", "0", "--crop", "16", "--max-epochs", "1"]
+    args += ["--windows-per-epoch", "8", "--optimizer", "adamw", "--lr", "1e-3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = open_checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    assert type(ckpt.model).__name__ == "SliceNet"
+    assert (ckpt.config.window, ckpt.config.eval_stride, ckpt.config.max_rotation) == (5, 1, 0.0)
+    predictions = pd.read_csv(tmp_path / "predictions" / "image.csv")
+    assert len(predictions) == len(cohort.studies)
+    assert (predictions["best_end"] - predictions["best_start"] == 4).all()
