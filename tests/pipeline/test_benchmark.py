@@ -221,3 +221,11 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(small_cohort, tmp_path)
     config = load_config(None, [*TINY, "image.max_epochs=40"])
     result = run_benchmark(small_cohort, run, config)
     assert result.statuses["image"] == "resumed" and result.statuses["ehr"] == "skipped"
+
+
+def test_slicenet_without_annotated_slices_is_refused_before_it_trains(cohort_copy, tmp_path):
+    (cohort_copy / "annotations.csv").unlink()
+    config = load_config(None, TINY)
+    with pytest.raises(RadfusionError, match=r"no annotated slices .* slicenet.enabled=false"):
+        run_benchmark(cohort_copy, tmp_path / "run", config)
+    assert not (tmp_path / "run" / "slicenet").exists()

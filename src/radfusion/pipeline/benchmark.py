@@ -121,6 +121,25 @@ def _add_extra(pred_dir: Path, extras: Iterable[str | Path]) -> None:
             shutil.copyfile(extra, tmp)
 
 
+def _check_annotated(cohort, data: Path) -> None:
+    """SliceNet learns from the annotated slices: without them it would learn nothing but the
+    study's label, repeated on every window."""
+    positives = cohort.split("train").index[cohort.split("train")["label"] == 1]
+    annotated = positives.isin(cohort.annotations["idx"])
+    if len(positives) and not annotated.any():
+        raise RadfusionError(
+            f"{data}: no annotated slices for the train split's positives (annotations.csv); "
+            "SliceNet learns from them: add the file, or --set slicenet.enabled=false"
+        )
+    if not annotated.all():
+        log.warning(
+            "slicenet: %d of %d train positives have no annotated slices; their windows take "
+            "the study's label",
+            int((~annotated).sum()),
+            len(positives),
+        )
+
+
 def run_benchmark(
     data_dir: str | Path,
     run_dir: str | Path,
@@ -263,6 +282,7 @@ def run_benchmark(
         image_fp = imaging("image", config.image)
         pairs = [("image", "fusion")]  # (image model, fusion files' prefix)
         if config.slicenet.enabled:
+            _check_annotated(cohort, data)
             image_fp = fingerprint(image_fp, imaging("slicenet", config.slicenet))
             pairs.append(("slicenet", "fusion_slicenet"))
         else:
