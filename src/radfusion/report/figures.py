@@ -25,14 +25,25 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def _styles(models) -> dict[str, dict]:
+    """One colour per model (tab10, or tab20 beyond ten models), fusions dashed: the same
+    model looks the same in every figure."""
+    cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    return {
+        m: {"color": cmap(i % cmap.N), "ls": "--" if m.startswith("fusion") else "-"}
+        for i, m in enumerate(models)
+    }
+
+
 def _roc(ax, y, probs, models, auroc_of, title):
+    styles = _styles(models)
     for model in models:
         score = probs[model].reindex(y.index)
         keep = score.notna()
         if y[keep].nunique() < 2:
             continue
         fpr, tpr, _ = roc_curve(y[keep], score[keep])
-        ax.plot(fpr, tpr, lw=1.6, label=f"{model} ({auroc_of(model):.3f})")
+        ax.plot(fpr, tpr, lw=1.6, label=f"{model} ({auroc_of(model):.3f})", **styles[model])
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
     if ax.get_lines()[:-1]:  # at least one model's curve (the last line is the diagonal)
@@ -89,6 +100,7 @@ def calibration(outcomes, probs, models, n_bins: int = 10) -> bytes:
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
     test = outcomes[outcomes["split"] == "test"]
     edges = np.linspace(0, 1, n_bins + 1)
+    styles = _styles(models)
     for model in models:
         score = probs[model].reindex(test.index)
         keep = score.notna()
@@ -96,8 +108,8 @@ def calibration(outcomes, probs, models, n_bins: int = 10) -> bytes:
         bins = np.minimum((s * n_bins).astype(int), n_bins - 1)
         mean_s = [s[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
         rate = [y[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
-        ax.plot(mean_s, rate, marker="o", lw=1.4, label=model)
-        hist.hist(s, bins=edges, histtype="step", lw=1.4)
+        ax.plot(mean_s, rate, marker="o", lw=1.4, label=model, **styles[model])
+        hist.hist(s, bins=edges, histtype="step", lw=1.4, color=styles[model]["color"])
     ax.plot([0, 1], [0, 1], color="0.7", ls="--", lw=0.8)
     ax.set(ylabel="observed PE rate", title="Calibration on the test set", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
