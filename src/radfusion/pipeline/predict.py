@@ -40,6 +40,9 @@ class StudyScore:
         return asdict(self)
 
 
+NAMES = {"image": "PENet", "slicenet": "SliceNet"}
+
+
 def run_checkpoint(run: Path, model: str = "image") -> Path:
     """The run's best checkpoint of an imaging model (``image``: PENet, or ``slicenet``): the
     one its stage recorded."""
@@ -51,7 +54,7 @@ def run_checkpoint(run: Path, model: str = "image") -> Path:
     found = sorted((run / model / "checkpoints").glob("best-*.ckpt"))
     if not found:
         raise RadfusionError(
-            f"{run}: no trained {model} model ({model}/checkpoints/best-*.ckpt); "
+            f"{run}: no trained {NAMES.get(model, model)} ({model}/checkpoints/best-*.ckpt); "
             "run radfusion benchmark first"
         )
     return found[-1]
