@@ -343,8 +343,14 @@ def fuse(
         typer.Option(help="The cohort; needed by weighted and stacked (they learn on val)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed (stacked's cross-fitting folds).")] = 0,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The fused model's name (default fusion_<strategy>), e.g. fusion_slicenet_mean."
+        ),
+    ] = None,
 ) -> None:
-    """Late fusion of models' predictions into PRED_DIR/fusion_<strategy>.csv."""
+    """Late fusion of models' predictions into PRED_DIR/<name>.csv (fusion_<strategy>.csv)."""
     import pandas as pd
 
     from radfusion.data.cohort import load_outcomes
@@ -364,7 +370,7 @@ def fuse(
         if first is None or "split" not in first.columns:
             _fail(f"{pred_dir / (names[0] + '.csv')}: needs a split column, or pass --data")
         studies = first.set_index("idx")[["split"]].assign(label=-1)
-    out = fuse_files(pred_dir, names, strategy, studies, seed=seed)
+    out = fuse_files(pred_dir, names, strategy, studies, seed=seed, name=name)
     console.print(f"wrote {out}")
 
 

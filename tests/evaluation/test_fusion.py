@@ -85,3 +85,24 @@ def test_fuse_files_requires_the_same_studies(tmp_path):
     )
     with pytest.raises(RadfusionError, match="cover different studies"):
         fuse_files(tmp_path, ["good", "noise"], "mean", studies)
+
+
+def test_the_command_line_names_the_fused_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+
+    rng = np.random.default_rng(3)
+    idx = np.arange(1, 21)
+    for model in ("slicenet", "ehr"):
+        frame = pd.DataFrame({"idx": idx, "prob": rng.random(20), "split": "test"})
+        frame.to_csv(tmp_path / f"{model}.csv", index=False)
+    args = ["fuse", str(tmp_path), "--models", "slicenet,ehr", "--name", "fusion_slicenet_mean"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "fusion_mean.csv").exists()
+    fused = pd.read_csv(tmp_path / "fusion_slicenet_mean.csv").set_index("idx")["prob"]
+    a, b = (
+        pd.read_csv(tmp_path / f"{m}.csv").set_index("idx")["prob"] for m in ("slicenet", "ehr")
+    )
+    np.testing.assert_allclose(fused, (a + b) / 2, atol=1e-7)
