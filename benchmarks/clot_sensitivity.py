@@ -1,12 +1,13 @@
 """Does a trained image model see the phantom's emboli? Paired studies, with and without.
 
 Usage: python benchmarks/clot_sensitivity.py RUN_DIR [--pairs 50] [--size 64] [--slices 56]
-       [--calibre 3] [--seed 10000]
+       [--calibre 3] [--seed 10000] [--model image|slicenet]
 
 Renders each new study twice from the same random state, with and without its emboli (as
 ``phantom_visibility.py`` does): the same anatomy, contrast, noise and mimics, so whatever
 else a model reads from a study is identical within a pair. Both go through the run's own
-preprocessing and study-level inference (``radfusion.pipeline.predict``). Per subtype it prints
+preprocessing and study-level inference (``radfusion.pipeline.predict``) of one imaging model:
+PENet (``image``) or SliceNet (``slicenet``, when the run trained it). Per subtype it prints
 how often the study with the clot scores higher, the same (the most suspicious window holds
 no clot either way) or lower, and the mean difference in image probability: a model blind to
 the clots scores higher and lower equally often. A study-level AUROC mixes
@@ -23,7 +24,7 @@ import numpy as np
 
 from radfusion.data.layout import PE_TYPES
 from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
-from radfusion.pipeline.predict import predict_study
+from radfusion.pipeline.predict import score_volumes
 
 
 def main() -> None:
@@ -34,18 +35,20 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=56)
     parser.add_argument("--calibre", type=float, default=3.0, help="the demo's is 3")
     parser.add_argument("--seed", type=int, default=10_000, help="first study's seed")
+    parser.add_argument("--model", choices=["image", "slicenet"], default="image")
     args = parser.parse_args()
     shape = (args.slices, args.size, args.size)
     print(
         f"{args.run}: {args.pairs} pairs per subtype, {args.slices} x {args.size} x {args.size}, "
-        f"calibre {args.calibre:g}"
+        f"calibre {args.calibre:g}, model {args.model}"
     )
     with tempfile.TemporaryDirectory(prefix="radfusion-pairs-") as tmp:
         path = Path(tmp) / "study.npy"
 
         def score(volume: np.ndarray) -> float:
             np.save(path, volume)
-            return predict_study(args.run, volume=path, hu_intercept=0).image_prob
+            scores = score_volumes(args.run, {0: path}, hu_intercept=0, model=args.model)
+            return float(scores["prob"].iloc[0])
 
         for k, pe_type in enumerate(PE_TYPES):
             diffs = []
