@@ -90,9 +90,14 @@ class _Crash(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cached, tmp_path):
+#: SliceNet trained through the same module: its dropout draws from the reseeded generator too.
+SLICENET = {**CFG, "model": "slicenet", "model_args": {"width": 4}, "window": 5, "eval_stride": 1}
+
+
+@pytest.mark.parametrize("design", [CFG, SLICENET], ids=["penet", "slicenet"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cached, tmp_path, design):
     cohort, folder = cached
-    config = TrainConfig(max_epochs=3, **CFG)
+    config = TrainConfig(max_epochs=3, **design)
     train_image(cohort, folder, tmp_path / "straight", config, trainer_args=QUIET)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_image(
