@@ -47,8 +47,8 @@ def main() -> None:
 
         def score(volume: np.ndarray) -> float:
             np.save(path, volume)
-            scores = score_volumes(args.run, {0: path}, hu_intercept=0, model=args.model)
-            return float(scores["prob"].iloc[0])
+            scores = score_volumes(args.run, {0: path}, hu_intercept=0, models=(args.model,))
+            return float(scores[args.model]["prob"].iloc[0])
 
         for k, pe_type in enumerate(PE_TYPES):
             diffs = []

@@ -67,10 +67,10 @@ def _generator_settings(run: Path) -> tuple[Path, dict]:
     return data, settings
 
 
-def _image(run: Path, cohort: Cohort, model: str = "image") -> pd.Series:
+def _images(run: Path, cohort: Cohort, models: tuple[str, ...]) -> dict[str, pd.Series]:
     volumes = dict(cohort.studies["volume_path"].items())
-    scores = score_volumes(run, volumes, workers=2, batch_size=16, model=model)
-    return scores.set_index("idx")["prob"]
+    scores = score_volumes(run, volumes, workers=2, batch_size=16, models=models)
+    return {m: frame.set_index("idx")["prob"] for m, frame in scores.items()}
 
 
 def _ehr(run: Path, cohort: Cohort) -> pd.Series:
@@ -142,8 +142,9 @@ def main() -> None:
             workers=2,
         )
         cohort = Cohort.load(folder)
-        probs = pd.DataFrame({"image": _image(run, cohort), "ehr": _ehr(run, cohort)})
-        slicenet = _image(run, cohort, "slicenet") if has_slicenet(run) else None
+        images = _images(run, cohort, ("image", "slicenet") if has_slicenet(run) else ("image",))
+        probs = pd.DataFrame({"image": images["image"], "ehr": _ehr(run, cohort)})
+        slicenet = images.get("slicenet")
         oracle = pd.read_csv(folder / "oracle.csv", index_col="idx")["p_ehr"]
     studies = cohort.studies
     y = studies["label"].to_numpy().astype(bool)

@@ -80,31 +80,39 @@ def score_volumes(
     hu_intercept: int | None = None,
     workers: int = 1,
     batch_size: int | None = None,
-    model: str = "image",
-) -> pd.DataFrame:
-    """Volumes (idx -> ``.npy``) through the run's preprocessing and best checkpoint of
-    ``model`` (``image``: PENet, or ``slicenet``): ``idx``, ``prob``, ``best_start``,
-    ``best_end`` per study (``predict_studies``)."""
+    models: tuple[str, ...] = ("image",),
+) -> dict[str, pd.DataFrame]:
+    """Volumes (idx -> ``.npy``) through the run's preprocessing and the best checkpoint of each
+    of ``models`` (``image``: PENet, ``slicenet``): per model, ``idx``, ``prob``,
+    ``best_start``, ``best_end`` per study (``predict_studies``). Models trained on the same
+    preprocessing (the benchmark's always are) share one pass over the volumes."""
     from radfusion.imaging.preprocess import build_cache, cache_folder
     from radfusion.imaging.train import open_checkpoint, predict_studies
 
-    ckpt = open_checkpoint(run_checkpoint(run, model))
-    params = ckpt.preprocessing
-    if hu_intercept is not None:
-        params = replace(params, hu_intercept=hu_intercept)
+    checkpoints = {m: open_checkpoint(run_checkpoint(run, m)) for m in models}
+    studies = pd.DataFrame(index=pd.Index(list(volumes), name="idx"))
+    scores: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
-        summary = build_cache(volumes, tmp, params, workers=workers)
-        if summary.failed:
-            raise RadfusionError(summary.failed[0])
-        studies = pd.DataFrame(index=pd.Index(list(volumes), name="idx"))
-        return predict_studies(
-            ckpt.model, cache_folder(tmp, params), studies, ckpt.config, batch_size
-        )
+        for model, ckpt in checkpoints.items():
+            params = ckpt.preprocessing
+            if hu_intercept is not None:
+                params = replace(params, hu_intercept=hu_intercept)
+            folder = cache_folder(tmp, params)
+            if not folder.exists():  # a complete cache of these parameters is reused
+                summary = build_cache(volumes, tmp, params, workers=workers)
+                if summary.failed:
+                    raise RadfusionError(summary.failed[0])
+            scores[model] = predict_studies(ckpt.model, folder, studies, ckpt.config, batch_size)
+    return scores
 
 
-def _image(run: Path, volume: Path, hu_intercept: int | None, model: str = "image"):
-    row = score_volumes(run, {0: volume}, hu_intercept=hu_intercept, model=model).iloc[0]
-    return float(row["prob"]), (int(row["best_start"]), int(row["best_end"]))
+def _images(run: Path, volume: Path, hu_intercept: int | None, models: tuple[str, ...]):
+    """Each model's (probability, best window) for one volume."""
+    scores = score_volumes(run, {0: volume}, hu_intercept=hu_intercept, models=models)
+    rows = {m: frame.iloc[0] for m, frame in scores.items()}
+    return {
+        m: (float(r["prob"]), (int(r["best_start"]), int(r["best_end"]))) for m, r in rows.items()
+    }
 
 
 def _ehr(run: Path, row_csv: Path) -> float:
@@ -157,8 +165,9 @@ def predict_study(
                 )
             volume = Path(tmp) / f"{result.imported[0].idx}.npy"
             hu_intercept = 0 if hu_intercept is None else hu_intercept  # the import writes HU
-        image_prob, window = _image(run, Path(volume), hu_intercept)
-        slices = _image(run, Path(volume), hu_intercept, "slicenet") if has_slicenet(run) else None
+        models = ("image", "slicenet") if has_slicenet(run) else ("image",)
+        scored = _images(run, Path(volume), hu_intercept, models)
+    (image_prob, window), slices = scored["image"], scored.get("slicenet")
     ehr_prob = None if ehr_row is None else _ehr(run, Path(ehr_row))
     if ehr_prob is None:
         notes.append("no EHR given: the decision is the image-only model's")

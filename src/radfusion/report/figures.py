@@ -26,8 +26,8 @@ def _png(fig) -> bytes:
 
 
 def _styles(models) -> dict[str, dict]:
-    """One colour per model (tab10, or tab20 beyond ten models), fusions dashed: the same
-    model looks the same in every figure."""
+    """One colour per model (tab10, or tab20 beyond ten models), fusions dashed: a model looks
+    the same in the ROC and calibration figures."""
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     return {
         m: {"color": cmap(i % cmap.N), "ls": "--" if m.startswith("fusion") else "-"}
