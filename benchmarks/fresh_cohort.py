@@ -42,11 +42,11 @@ from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
 from radfusion.evaluation.evaluate import auroc_summary
 from radfusion.evaluation.metrics import auroc
-from radfusion.fusion import fuse
+from radfusion.fusion import fuse, fusion_name
 from radfusion.io import write_csv
 from radfusion.pipeline.config import load_config
 from radfusion.pipeline.demo import SYNTH_MARKER
-from radfusion.pipeline.predict import has_slicenet, score_volumes
+from radfusion.pipeline.predict import image_models, score_volumes
 
 OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own
 
@@ -86,10 +86,9 @@ def _fused(
     fresh: pd.DataFrame,
     labels: pd.Series,
     strategies: list[str],
-    prefix: str = "fusion",
 ):
-    """Each strategy fitted on the run's validation predictions, applied to the fresh studies
-    (named ``<prefix>_<strategy>``, as the benchmark names them)."""
+    """Each strategy fitted on the run's validation predictions, applied to the fresh studies:
+    ``fresh`` holds one imaging model's and the EHR's scores, named as the benchmark names them."""
     own = pd.DataFrame(
         {m: pd.read_csv(run / "predictions" / f"{m}.csv", index_col="idx")["prob"] for m in fresh}
     )
@@ -103,10 +102,8 @@ def _fused(
         },
         index=probs.index,
     )
-    return {
-        f"{prefix}_{s}": fuse(probs, s, studies).iloc[len(val) :].set_axis(fresh.index)
-        for s in strategies
-    }
+    fused = {s: fuse(probs, s, studies).iloc[len(val) :] for s in strategies}
+    return {fusion_name(fresh.columns[0], s): f.set_axis(fresh.index) for s, f in fused.items()}
 
 
 def main() -> None:
@@ -142,7 +139,7 @@ def main() -> None:
             workers=2,
         )
         cohort = Cohort.load(folder)
-        images = _images(run, cohort, ("image", "slicenet") if has_slicenet(run) else ("image",))
+        images = _images(run, cohort, image_models(run))
         probs = pd.DataFrame({"image": images["image"], "ehr": _ehr(run, cohort)})
         slicenet = images.get("slicenet")
         oracle = pd.read_csv(folder / "oracle.csv", index_col="idx")["p_ehr"]
@@ -155,7 +152,7 @@ def main() -> None:
     if slicenet is not None:
         pair = pd.DataFrame({"slicenet": slicenet, "ehr": probs["ehr"]})
         models["slicenet"] = slicenet
-        models.update(_fused(run, data, pair, studies["label"], strategies, "fusion_slicenet"))
+        models.update(_fused(run, data, pair, studies["label"], strategies))
     models["oracle EHR"] = oracle.loc[studies.index]
     if args.save:
         scores = pd.DataFrame({k: v.loc[studies.index] for k, v in models.items()})

@@ -25,7 +25,7 @@ from radfusion.errors import RadfusionError
 from radfusion.evaluation.predictions import read_predictions
 from radfusion.io import write_csv
 
-__all__ = ["STRATEGIES", "fuse", "fuse_files"]
+__all__ = ["STRATEGIES", "fuse", "fuse_files", "fusion_name"]
 
 Strategy = Callable[[pd.DataFrame, pd.DataFrame, int], pd.Series]
 EPS = 1e-6
@@ -83,6 +83,12 @@ STRATEGIES: dict[str, Strategy] = {
     "max": _max,
 }
 NEEDS_LABELS = {"weighted", "stacked"}
+
+
+def fusion_name(image_model: str, strategy: str) -> str:
+    """The name of an imaging model's fusion with the EHR model: ``fusion_<strategy>`` for PENet
+    (``image``, the paper's), ``fusion_<model>_<strategy>`` for another (``slicenet``)."""
+    return f"fusion_{strategy}" if image_model == "image" else f"fusion_{image_model}_{strategy}"
 
 
 def fuse(

@@ -106,3 +106,10 @@ def test_the_command_line_names_the_fused_model(tmp_path):
         pd.read_csv(tmp_path / f"{m}.csv").set_index("idx")["prob"] for m in ("slicenet", "ehr")
     )
     np.testing.assert_allclose(fused, (a + b) / 2, atol=1e-7)
+
+
+def test_fusions_are_named_after_their_imaging_model():
+    from radfusion.fusion import fusion_name
+
+    assert fusion_name("image", "mean") == "fusion_mean"  # PENet's: the paper's names
+    assert fusion_name("slicenet", "stacked") == "fusion_slicenet_stacked"

@@ -34,7 +34,7 @@ from radfusion.data.cohort import validate_cohort
 from radfusion.ehr.train import train_ehr
 from radfusion.errors import CohortError, RadfusionError
 from radfusion.evaluation.evaluate import auroc_summary, evaluate_files
-from radfusion.fusion import fuse_files
+from radfusion.fusion import fuse_files, fusion_name
 from radfusion.imaging.preprocess import (
     PreprocessParams,
     build_cache,
@@ -124,7 +124,8 @@ def _add_extra(pred_dir: Path, extras: Iterable[str | Path]) -> None:
 def _check_annotated(cohort, data: Path) -> None:
     """SliceNet learns from the annotated slices: without them it would learn nothing but the
     study's label, repeated on every window."""
-    positives = cohort.split("train").index[cohort.split("train")["label"] == 1]
+    train = cohort.split("train")
+    positives = train.index[train["label"] == 1]
     annotated = positives.isin(cohort.annotations["idx"])
     if len(positives) and not annotated.any():
         raise RadfusionError(
@@ -280,11 +281,11 @@ def run_benchmark(
             return fp
 
         image_fp = imaging("image", config.image)
-        pairs = [("image", "fusion")]  # (image model, fusion files' prefix)
+        image_models = ["image"]
         if config.slicenet.enabled:
             _check_annotated(cohort, data)
             image_fp = fingerprint(image_fp, imaging("slicenet", config.slicenet))
-            pairs.append(("slicenet", "fusion_slicenet"))
+            image_models.append("slicenet")
         else:
             statuses["slicenet"] = "off"
             log.info("stage slicenet: off (slicenet.enabled is false)")
@@ -293,7 +294,7 @@ def run_benchmark(
         fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
 
         def fusion():
-            for model, prefix in pairs:
+            for model in image_models:
                 for strategy in config.fusion.strategies:
                     fuse_files(
                         pred_dir,
@@ -301,7 +302,7 @@ def run_benchmark(
                         strategy,
                         cohort.studies,
                         seed=config.seed,
-                        name=f"{prefix}_{strategy}",
+                        name=fusion_name(model, strategy),
                     )
 
         stage("fusion", fusion_fp, list(pred_dir.glob("fusion_*.csv")), fusion)

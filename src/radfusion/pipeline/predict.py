@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from radfusion.errors import RadfusionError
-from radfusion.fusion import fuse
+from radfusion.fusion import fuse, fusion_name
 
-__all__ = ["StudyScore", "predict_study", "run_checkpoint", "score_volumes"]
+__all__ = ["StudyScore", "image_models", "predict_study", "run_checkpoint", "score_volumes"]
 
 
 @dataclass
@@ -60,9 +60,12 @@ def run_checkpoint(run: Path, model: str = "image") -> Path:
     return found[-1]
 
 
-def has_slicenet(run: Path) -> bool:
+def image_models(run: Path) -> tuple[str, ...]:
+    """The imaging models a run trained: PENet (``image``), and ``slicenet`` when its stage
+    finished."""
     record = run / "stages" / "slicenet.json"
-    return record.exists() and json.loads(record.read_text()).get("status") == "done"
+    done = record.exists() and json.loads(record.read_text()).get("status") == "done"
+    return ("image", "slicenet") if done else ("image",)
 
 
 def _thresholds(run: Path) -> dict[str, float]:
@@ -165,18 +168,17 @@ def predict_study(
                 )
             volume = Path(tmp) / f"{result.imported[0].idx}.npy"
             hu_intercept = 0 if hu_intercept is None else hu_intercept  # the import writes HU
-        models = ("image", "slicenet") if has_slicenet(run) else ("image",)
-        scored = _images(run, Path(volume), hu_intercept, models)
+        scored = _images(run, Path(volume), hu_intercept, image_models(run))
     (image_prob, window), slices = scored["image"], scored.get("slicenet")
     ehr_prob = None if ehr_row is None else _ehr(run, Path(ehr_row))
     if ehr_prob is None:
         notes.append("no EHR given: the decision is the image-only model's")
 
-    def decide(name: str, prob: float, prefix: str) -> tuple[float | None, str, float, bool]:
+    def decide(name: str, prob: float) -> tuple[float | None, str, float, bool]:
         fused, model = None, name
         if ehr_prob is not None:
             fused = float(fuse(pd.DataFrame({name: [prob], "ehr": [ehr_prob]})).iloc[0])
-            model, prob = f"{prefix}_mean", fused
+            model, prob = fusion_name(name, "mean"), fused
         if model not in thresholds:
             raise RadfusionError(
                 f"{run}: no validation threshold for {model} in eval/thresholds.csv"
@@ -184,10 +186,10 @@ def predict_study(
         threshold = float(thresholds[model])
         return fused, model, threshold, bool(prob >= threshold)
 
-    fused, model, threshold, decision = decide("image", image_prob, "fusion")
+    fused, model, threshold, decision = decide("image", image_prob)
     score = StudyScore(image_prob, window, ehr_prob, fused, model, threshold, decision, notes)
     if slices is not None:
-        s_fused, s_model, s_threshold, s_decision = decide("slicenet", slices[0], "fusion_slicenet")
+        s_fused, s_model, s_threshold, s_decision = decide("slicenet", slices[0])
         score.slicenet = {
             "prob": slices[0],
             "best_window": slices[1],
