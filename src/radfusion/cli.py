@@ -730,7 +730,7 @@ def demo(
     ),
 ) -> None:
     """Generate a small synthetic cohort and run the whole benchmark on it with the CPU
-    config (about 9 minutes on 2 cores); prints where the report is."""
+    config (about 7 minutes on 2 cores); prints where the report is."""
     import time
 
     from radfusion.pipeline.benchmark import run_benchmark

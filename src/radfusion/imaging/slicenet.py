@@ -1,6 +1,6 @@
 """SliceNet: a 2.5-D slice classifier, the imaging model that learns from the slice labels.
 
-PENet labels a 24-slice window as a whole; on a cohort of a few hundred studies most of a
+PENet labels a window (24 slices) as a whole; on a cohort of a few hundred studies most of a
 positive study's windows are positive, so "this study looks positive" fits its labels almost as
 well as "this artery is grey" (README, "What it took"). SliceNet takes a few adjacent slices
 (5 by default) as the channels of a 2-D CNN and is trained on short windows labelled by the
