@@ -48,6 +48,17 @@ def test_cpu_demo_changes_sizes_and_the_optimiser_not_the_method():
     assert replace(demo.ehr, n_jobs=None) == paper.ehr and demo.fusion == paper.fusion
 
 
+def test_the_demo_windows_fit_the_demo_cohort():
+    # The demo's windows are cut from its own cohort: each model's window must fit the shortest
+    # study, a positive window must be possible, and crops must fit the cached slice.
+    from radfusion.pipeline.demo import DEMO_COHORT
+
+    demo = load_config("cpu-demo")
+    for section in (demo.image, demo.slicenet):
+        assert section.min_abnormal_slices <= section.window <= DEMO_COHORT.slices[0]
+        assert section.crop <= demo.preprocess.size == DEMO_COHORT.size
+
+
 def test_set_parses_yaml_values_and_nested_keys(tmp_path):
     c = load_config(
         None,
