@@ -58,6 +58,7 @@ TINY = [
     "slicenet.batch_size=8",
     "slicenet.accelerator=cpu",
     "slicenet.devices=1",
+    "slicenet.select=last",  # the final epoch scores (the demo's choice); PENet keeps the best
     "evaluation.n_boot=200",
     "fusion.strategies=[mean, weighted]",
 ]

@@ -522,6 +522,13 @@ def train_image_command(
         Path | None,
         typer.Option(help="Local checkpoint to start from (ours or the original PENet format)."),
     ] = None,
+    select: Annotated[
+        str,
+        typer.Option(
+            help="The checkpoint that scores the studies: best (validation AUROC, the "
+            "paper's) or last (the final epoch)."
+        ),
+    ] = "best",
     num_workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of data order and initialisation.")] = 0,
     accelerator: Annotated[
@@ -570,6 +577,7 @@ def train_image_command(
         eval_stride=eval_stride,
         max_rotation=max_rotation,
         min_abnormal_slices=min_abnormal_slices,
+        select=select,
         num_workers=num_workers,
         seed=seed,
     )
@@ -580,7 +588,7 @@ def train_image_command(
         "num_nodes": num_nodes,
         "precision": precision,
     }
-    best, predictions = train_image(
+    chosen, predictions = train_image(
         cohort,
         folder,
         out,
@@ -589,7 +597,7 @@ def train_image_command(
         preprocessing=asdict(params),
         pretrained=pretrained,
     )
-    console.print(f"best checkpoint: {best}")
+    console.print(f"{select} checkpoint: {chosen}")
     console.print(f"wrote {out / 'predictions' / 'image.csv'} ({len(predictions)} studies)")
 
 

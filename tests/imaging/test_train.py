@@ -243,6 +243,41 @@ def test_a_run_directory_holds_one_run(cached, tmp_path):
         train_image(cohort, folder, tmp_path, other, trainer_args=QUIET)
 
 
+def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
+    import csv
+
+    from radfusion.errors import RadfusionError
+    from radfusion.imaging.train import predict_studies
+
+    cohort, folder = cached
+    config = TrainConfig(max_epochs=4, select="last", **CFG)
+    logged = {"enable_progress_bar": False}  # the CSV log keeps each epoch's validation AUROC
+    chosen, predictions = train_image(cohort, folder, tmp_path, config, trainer_args=logged)
+    # "last": the final epoch's weights, the same as the resume checkpoint's, score the studies.
+    assert chosen.endswith("epoch=3.ckpt")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    a, b = _weights(chosen), _weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model, cfg = load_checkpoint(last)
+    again = predict_studies(model, folder, cohort.studies, cfg)
+    np.testing.assert_allclose(predictions["prob"], again["prob"], atol=1e-6)
+    # "best", on the same run (a change that needs no retraining): the logged epoch with the
+    # highest validation AUROC.
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    aurocs = {int(r["epoch"]): float(r["val_auroc"]) for r in rows if r.get("val_auroc")}
+    assert sorted(aurocs) == [0, 1, 2, 3]
+    best_epoch = max(aurocs, key=lambda e: (aurocs[e], -e))  # ties: the first epoch stays best
+    chosen, _ = train_image(
+        cohort, folder, tmp_path, TrainConfig(max_epochs=4, **CFG), trainer_args=QUIET
+    )
+    assert f"best-epoch={best_epoch}-" in chosen
+    with pytest.raises(RadfusionError, match="unknown checkpoint selection 'median'"):
+        train_image(
+            cohort, folder, tmp_path / "x", TrainConfig(select="median", **CFG), trainer_args=QUIET
+        )
+
+
 def test_loss_choice_is_checked():
     from radfusion.errors import RadfusionError
     from radfusion.imaging.train import PENetModule

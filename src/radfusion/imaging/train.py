@@ -75,8 +75,16 @@ class TrainConfig:
     max_rotation: float = 15.0
     eval_stride: int | None = None
     aggregate: str = "max"  # study probability: max over windows (the paper's), mean, top3
+    # The checkpoint that scores the studies: "best", the epoch with the highest validation
+    # AUROC (the paper's), or "last", the final epoch, at the end of the cosine decay. On a
+    # validation split of a few dozen studies the AUROC is noise enough to pick an untrained
+    # epoch (README, item 10).
+    select: str = "best"
     num_workers: int = 0
     seed: int = 0
+
+
+SELECTIONS = ("best", "last")
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -217,9 +225,13 @@ def train_image(
     preprocessing: dict | None = None,
     pretrained=None,
 ):
-    """Train on the cohort's train split, select by validation AUROC, write checkpoints, logs
-    and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``."""
+    """Train on the cohort's train split; score every study with the checkpoint
+    ``config.select`` names (by default the best validation AUROC); write checkpoints, logs
+    and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``. Returns
+    the chosen checkpoint's path and the predictions."""
     out = Path(out_dir)
+    if config.select not in SELECTIONS:
+        raise RadfusionError(f"unknown checkpoint selection {config.select!r}; use best or last")
     _claim_run_dir(out, config)
     for split in ("train", "val"):
         if cohort.split(split).empty:
@@ -291,8 +303,9 @@ def train_image(
             if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its shutdown
                 raise KeyboardInterrupt from None
             raise
-    best = checkpoints.best_model_path or str(last)
-    model, _ = load_checkpoint(best)
+    # latest's "best" is its only checkpoint: the final epoch's, under a name with its number.
+    chosen = (checkpoints if config.select == "best" else latest).best_model_path or str(last)
+    model, _ = load_checkpoint(chosen)
     predictions = predict_studies(model, cache_dir, cohort.studies, config)
     predictions["split"] = cohort.studies.loc[predictions["idx"], "split"].to_numpy()
     from radfusion.io import write_csv
@@ -302,11 +315,11 @@ def train_image(
         out / "predictions" / "image.csv",
         float_format="%.8f",
     )
-    return best, predictions
+    return chosen, predictions
 
 
 #: Config fields a rerun may change without making it another run.
-RESUMABLE_CHANGES = {"max_epochs", "num_workers"}
+RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
 
 
 def _claim_run_dir(out: Path, config: TrainConfig) -> None:

@@ -264,7 +264,7 @@ def run_benchmark(
                     **extra,
                     "callbacks": callbacks,
                 }
-                best, _ = train_image(
+                chosen, _ = train_image(
                     cohort,
                     folder,
                     run / name,
@@ -275,7 +275,7 @@ def run_benchmark(
                 )
                 with atomic_path(pred_dir / f"{name}.csv") as tmp:
                     shutil.copyfile(run / name / "predictions" / "image.csv", tmp)
-                return {"checkpoint": str(best)}
+                return {"checkpoint": str(chosen)}
 
             stage(name, fp, [run / name, pred_dir / f"{name}.csv"], work)
             return fp

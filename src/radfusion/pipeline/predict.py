@@ -1,10 +1,11 @@
 """``radfusion predict``: score one new study with a benchmark run's models.
 
-The CT goes through the run's own preprocessing (the same code as the cache) and every
-window of it through the run's best PENet checkpoint; the EHR row through the run's EHR model;
-the two are fused by the paper's mean. A run that trained SliceNet scores the study with it too,
-and fuses it with the EHR the same way. Each decision uses the operating point chosen on the
-run's validation split (``eval/thresholds.csv``); the headline decision is the paper's model's.
+The CT goes through the run's own preprocessing (the same code as the cache) and every window
+of it through the run's PENet checkpoint (the one its benchmark scored with); the EHR row
+through the run's EHR model; the two are fused by the paper's mean. A run that trained SliceNet
+scores the study with it too, and fuses it with the EHR the same way. Each decision uses the
+operating point chosen on the run's validation split (``eval/thresholds.csv``); the headline
+decision is the paper's model's.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ NAMES = {"image": "PENet", "slicenet": "SliceNet"}
 
 
 def run_checkpoint(run: Path, model: str = "image") -> Path:
-    """The run's best checkpoint of an imaging model (``image``: PENet, or ``slicenet``): the
-    one its stage recorded."""
+    """The checkpoint of an imaging model (``image``: PENet, or ``slicenet``) that scored the
+    run's studies, as its stage recorded it (``select``: the best on validation, or the last);
+    without a record, the best on validation."""
     record = run / "stages" / f"{model}.json"
     if record.exists():
         rec = json.loads(record.read_text())
@@ -85,7 +87,7 @@ def score_volumes(
     batch_size: int | None = None,
     models: tuple[str, ...] = ("image",),
 ) -> dict[str, pd.DataFrame]:
-    """Volumes (idx -> ``.npy``) through the run's preprocessing and the best checkpoint of each
+    """Volumes (idx -> ``.npy``) through the run's preprocessing and the chosen checkpoint of each
     of ``models`` (``image``: PENet, ``slicenet``): per model, ``idx``, ``prob``,
     ``best_start``, ``best_end`` per study (``predict_studies``). Models trained on the same
     preprocessing (the benchmark's always are) share one pass over the volumes."""
