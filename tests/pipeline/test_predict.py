@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from pydicom.data import get_testdata_file
 
 from radfusion.data import Cohort
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.predict import predict_study
+from radfusion.pipeline.predict import predict_study, run_checkpoint
 
 CT5N = Path(get_testdata_file("DICOMDIR")).parent / "98892001" / "CT5N"  # 5 slices
 
@@ -45,6 +46,18 @@ def test_a_study_scores_as_in_the_benchmark(benchmark_run, tmp_path):
     assert s["model"] == "fusion_slicenet_mean"
     assert s["threshold"] == pytest.approx(thresholds["fusion_slicenet_mean"], abs=1e-6)
     assert s["decision"] == (s["fused_prob"] >= s["threshold"])
+
+
+def test_a_copied_run_scores_with_its_own_recorded_checkpoints(benchmark_run, tmp_path):
+    # The stage records hold absolute paths; a copy (or a moved run) must use its own files,
+    # and the recorded one, not a guess: SliceNet's is the final epoch's (select: last).
+    _, run, _ = benchmark_run
+    copy = shutil.copytree(run, tmp_path / "copy")
+    for model, prefix in (("image", "best-"), ("slicenet", "epoch-")):
+        recorded = Path(json.loads((run / "stages" / f"{model}.json").read_text())["checkpoint"])
+        found = run_checkpoint(copy, model)
+        assert found == copy / model / "checkpoints" / recorded.name
+        assert found.name.startswith(prefix)
 
 
 def test_without_ehr_the_image_model_decides_and_says_so(benchmark_run):

@@ -47,13 +47,17 @@ NAMES = {"image": "PENet", "slicenet": "SliceNet"}
 def run_checkpoint(run: Path, model: str = "image") -> Path:
     """The checkpoint of an imaging model (``image``: PENet, or ``slicenet``) that scored the
     run's studies, as its stage recorded it (``select``: the best on validation, or the last);
-    without a record, the best on validation."""
-    record = run / "stages" / f"{model}.json"
+    without a record, the best on validation. The record's file is looked up by name in this
+    run folder: its absolute path would lead a moved or copied run to another folder's file."""
+    folder = Path(run) / model / "checkpoints"
+    record = Path(run) / "stages" / f"{model}.json"
     if record.exists():
         rec = json.loads(record.read_text())
-        if rec.get("status") == "done" and Path(rec.get("checkpoint", "")).exists():
-            return Path(rec["checkpoint"])
-    found = sorted((run / model / "checkpoints").glob("best-*.ckpt"))
+        if rec.get("status") == "done" and rec.get("checkpoint"):
+            recorded = folder / Path(rec["checkpoint"]).name
+            if recorded.exists():
+                return recorded
+    found = sorted(folder.glob("best-*.ckpt"))
     if not found:
         raise RadfusionError(
             f"{run}: no trained {NAMES.get(model, model)} ({model}/checkpoints/best-*.ckpt); "
