@@ -80,13 +80,7 @@ def _ehr(run: Path, cohort: Cohort) -> pd.Series:
     return pd.Series(model.predict_proba(x)[:, 1], index=cohort.studies.index)
 
 
-def _fused(
-    run: Path,
-    data: Path,
-    fresh: pd.DataFrame,
-    labels: pd.Series,
-    strategies: list[str],
-):
+def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strategies: list[str]):
     """Each strategy fitted on the run's validation predictions, applied to the fresh studies:
     ``fresh`` holds one imaging model's and the EHR's scores, named as the benchmark names them."""
     own = pd.DataFrame(
