@@ -7,6 +7,7 @@ The sizes are chosen for a 2-core laptop and a budget of under ten minutes end t
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,11 @@ def prepare_demo_data(
     on_volume: Callable[[int], None] | None = None,
 ) -> bool:
     """Generate the demo cohort into ``folder`` unless it already holds exactly that cohort;
-    return whether it was generated."""
+    return whether it was generated.
+
+    The cohort is written into a hidden sibling folder and renamed into place when complete,
+    so ``folder`` holds a whole cohort or none: a generation killed half-way leaves only the
+    sibling, which the next call discards and writes again."""
     from radfusion.data.synthetic.writer import write_synthetic_cohort
 
     marker = folder / SYNTH_MARKER
@@ -56,10 +61,13 @@ def prepare_demo_data(
         )
     if folder.exists() and any(folder.iterdir()):
         raise RadfusionError(f"{folder}: not empty and not a demo cohort; use a new --out folder")
+    partial = folder.with_name(f".{folder.name}.partial")
+    if partial.exists():  # an earlier generation was killed
+        shutil.rmtree(partial)
     if on_total:
         on_total(cohort.studies)
     write_synthetic_cohort(
-        folder,
+        partial,
         cohort.studies,
         cohort.seed,
         size=cohort.size,
@@ -68,5 +76,6 @@ def prepare_demo_data(
         workers=cohort.workers,
         on_volume=on_volume,
     )
-    write_json(wanted, marker)  # last: a killed generation is redone, never half-used
+    write_json(wanted, partial / SYNTH_MARKER)
+    partial.replace(folder)  # an empty folder of that name is replaced too
     return True

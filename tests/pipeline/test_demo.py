@@ -1,0 +1,81 @@
+"""``prepare_demo_data``: the demo's cohort is generated once, reused, and never mixed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from radfusion.data.cohort import Cohort
+from radfusion.errors import RadfusionError
+from radfusion.pipeline.demo import DEMO_COHORT, SYNTH_MARKER, prepare_demo_data
+
+SMALL = replace(DEMO_COHORT, studies=60, size=16, slices=(24, 28), workers=1)
+
+
+def test_the_demo_cohort_is_generated_once_then_reused(tmp_path):
+    folder = tmp_path / "data"
+    seen = []
+    assert prepare_demo_data(folder, SMALL, on_total=seen.append) is True
+    assert seen == [60]
+    cohort = Cohort.load(folder)
+    assert len(cohort.studies) == 60
+    assert set(cohort.studies["split"]) == {"train", "val", "test"}
+    first = np.load(cohort.studies["volume_path"].iloc[0])
+    assert first.shape[1:] == (16, 16) and 24 <= first.shape[0] <= 28
+    marker = json.loads((folder / SYNTH_MARKER).read_text())
+    assert (marker["studies"], marker["calibre"], marker["seed"]) == (60, 3.0, 0)
+
+    stamp = (folder / SYNTH_MARKER).stat().st_mtime_ns
+    assert prepare_demo_data(folder, SMALL, on_total=seen.append) is False
+    assert seen == [60]  # nothing generated the second time
+    assert (folder / SYNTH_MARKER).stat().st_mtime_ns == stamp
+
+
+def test_another_cohort_or_a_foreign_folder_is_refused(tmp_path):
+    folder = tmp_path / "data"
+    prepare_demo_data(folder, SMALL)
+    with pytest.raises(RadfusionError, match="another synthetic cohort"):
+        prepare_demo_data(folder, replace(SMALL, studies=72))
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my own data")
+    with pytest.raises(RadfusionError, match="not empty and not a demo cohort"):
+        prepare_demo_data(foreign, SMALL)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_a_killed_generation_is_redone(tmp_path):
+    """A generation killed half-way leaves no cohort in the folder, only its hidden partial
+    sibling; the rerun discards that and writes the cohort whole."""
+    folder = tmp_path / "data"
+    partial = tmp_path / ".data.partial"
+
+    written = []
+
+    def killed(idx: int) -> None:
+        written.append(idx)
+        if len(written) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_demo_data(folder, SMALL, on_volume=killed)
+    assert len(written) == 5 and not folder.exists() and partial.exists()
+
+    assert prepare_demo_data(folder, SMALL) is True
+    assert not partial.exists()
+    assert len(Cohort.load(folder).studies) == 60
+    reference = tmp_path / "reference"
+    prepare_demo_data(reference, SMALL)
+    for name in ("Labels.csv", "LABS.csv", "annotations.csv"):
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_an_empty_folder_made_beforehand_takes_the_cohort(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    assert prepare_demo_data(folder, SMALL) is True
+    assert (folder / SYNTH_MARKER).exists()
