@@ -11,10 +11,11 @@ and EHR model, fuses each imaging model with the EHR by the run's fusion strateg
 and prints every model's AUROC with a stratified bootstrap 95% CI, next to the same model's
 AUROC on the run's own test split.
 
-A demo's test split holds 37 studies: its AUROCs carry CIs 0.2-0.3 wide, and whether the
-fusion beats the EHR model there is close to a coin toss. Two thousand fresh studies from the
-same distribution tell the models apart (CIs about 0.05 wide for the image model). The oracle
-line is the EHR's ceiling: the generator's own P(PE | latent EHR risk).
+A demo's test split holds 74 studies: its AUROCs carry CIs 0.15-0.25 wide, wider than the
+gap between the fusion and the EHR model, so which is higher there varies with the training
+seed. Two thousand fresh studies from the same distribution tell the models apart (CIs about
+0.05 wide for the image model). The oracle line is the EHR's ceiling: the generator's own
+P(PE | latent EHR risk).
 
 ``--against OTHER.csv`` compares this run with another one on the same fresh studies: OTHER.csv
 is what ``--save`` wrote for the other run, with the same ``--studies`` and ``--seed``. Every

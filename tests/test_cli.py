@@ -72,3 +72,29 @@ def test_synth_refuses_a_non_empty_folder(tmp_path):
 def test_synth_rejects_a_bad_slice_range(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--slices", "40-50"])
     assert result.exit_code == 2 and "LO:HI" in result.output
+
+
+def test_synth_sizes_the_test_split_on_request(tmp_path):
+    """``--test-studies``: the test split takes that many studies, train and val share the
+    rest in Table 1's proportions (1454 : 193), and every split keeps its own PE rate."""
+    out = tmp_path / "c"
+    args = ["synth", str(out), "--studies", "90", "--test-studies", "40", "--size", "8"]
+    result = runner.invoke(app, [*args, "--slices", "24:26", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    labels = pd.read_csv(out / "Labels.csv")
+    sizes = labels["split"].value_counts()
+    assert (sizes["train"], sizes["val"], sizes["test"]) == (44, 6, 40)  # 50 * 1454 / 1647 = 44.1
+    test = labels[labels["split"] == "test"]
+    assert test["label"].sum() == round(40 * 110 / 190)  # Table 1: 110 of 190 test studies
+    assert set(test.loc[test["label"] == 1, "pe_type"]) == {"central", "segmental", "subsegmental"}
+    assert json.loads((out / "synthetic.json").read_text())["test_studies"] == 40
+    result = runner.invoke(app, ["validate", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+def test_synth_refuses_a_test_split_that_starves_the_others(tmp_path):
+    out = tmp_path / "c"
+    result = runner.invoke(app, ["synth", str(out), "--studies", "60", "--test-studies", "54"])
+    assert result.exit_code == 2
+    assert "[5, 1, 54]" in result.output and "at least 6" in result.output
+    assert not out.exists()

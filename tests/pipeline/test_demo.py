@@ -12,25 +12,25 @@ from radfusion.data.cohort import Cohort
 from radfusion.errors import RadfusionError
 from radfusion.pipeline.demo import DEMO_COHORT, SYNTH_MARKER, prepare_demo_data
 
-SMALL = replace(DEMO_COHORT, studies=60, size=16, slices=(24, 28), workers=1)
+SMALL = replace(DEMO_COHORT, studies=66, test_studies=12, size=16, slices=(24, 28), workers=1)
 
 
 def test_the_demo_cohort_is_generated_once_then_reused(tmp_path):
     folder = tmp_path / "data"
     seen = []
     assert prepare_demo_data(folder, SMALL, on_total=seen.append) is True
-    assert seen == [60]
+    assert seen == [66]
     cohort = Cohort.load(folder)
-    assert len(cohort.studies) == 60
-    assert set(cohort.studies["split"]) == {"train", "val", "test"}
+    sizes = cohort.studies["split"].value_counts()
+    assert (sizes["train"], sizes["val"], sizes["test"]) == (48, 6, 12)  # 54 as 1454 : 193
     first = np.load(cohort.studies["volume_path"].iloc[0])
     assert first.shape[1:] == (16, 16) and 24 <= first.shape[0] <= 28
     marker = json.loads((folder / SYNTH_MARKER).read_text())
-    assert (marker["studies"], marker["calibre"], marker["seed"]) == (60, 3.0, 0)
+    assert (marker["studies"], marker["test_studies"], marker["calibre"]) == (66, 12, 3.0)
 
     stamp = (folder / SYNTH_MARKER).stat().st_mtime_ns
     assert prepare_demo_data(folder, SMALL, on_total=seen.append) is False
-    assert seen == [60]  # nothing generated the second time
+    assert seen == [66]  # nothing generated the second time
     assert (folder / SYNTH_MARKER).stat().st_mtime_ns == stamp
 
 
@@ -38,7 +38,7 @@ def test_another_cohort_or_a_foreign_folder_is_refused(tmp_path):
     folder = tmp_path / "data"
     prepare_demo_data(folder, SMALL)
     with pytest.raises(RadfusionError, match="another synthetic cohort"):
-        prepare_demo_data(folder, replace(SMALL, studies=72))
+        prepare_demo_data(folder, replace(SMALL, test_studies=14))
 
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -67,7 +67,7 @@ def test_a_killed_generation_is_redone(tmp_path):
 
     assert prepare_demo_data(folder, SMALL) is True
     assert not partial.exists()
-    assert len(Cohort.load(folder).studies) == 60
+    assert len(Cohort.load(folder).studies) == 66
     reference = tmp_path / "reference"
     prepare_demo_data(reference, SMALL)
     for name in ("Labels.csv", "LABS.csv", "annotations.csv"):

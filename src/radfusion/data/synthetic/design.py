@@ -17,17 +17,21 @@ from scipy.stats import norm
 from radfusion.data.layout import PE_TYPES, SPLITS
 
 __all__ = [
+    "MIN_SPLIT",
     "MIN_STUDIES",
     "PAPER",
     "PAPER_TEST_GROUPS",
     "ddimer_positive_count",
     "design_cohort",
     "largest_remainder",
+    "split_sizes",
 ]
 
 #: The smallest cohort whose val and test splits (about 10% each) still hold 3 positives of
 #: distinct subtypes and 3 negatives.
 MIN_STUDIES = 60
+#: The smallest split: 3 positives of distinct subtypes and 3 negatives.
+MIN_SPLIT = 6
 
 
 @dataclass(frozen=True)
@@ -99,24 +103,43 @@ def _assign_exact(rng, n: int, k: int) -> np.ndarray:
     return flags
 
 
+def split_sizes(n_studies: int, test_studies: int | None = None) -> np.ndarray:
+    """Train, val and test sizes: Table 1's proportions, or ``test_studies`` for test and
+    Table 1's proportions for train and val. Raises ``ValueError`` for a split too small."""
+    if n_studies < MIN_STUDIES:
+        raise ValueError(
+            f"a synthetic cohort needs at least {MIN_STUDIES} studies, so that val and test "
+            "each hold every PE subtype and some negatives"
+        )
+    if test_studies is None:
+        return largest_remainder(n_studies, [PAPER[s].studies for s in SPLITS])
+    rest = max(n_studies - test_studies, 0)
+    sizes = np.r_[largest_remainder(rest, [PAPER[s].studies for s in SPLITS[:2]]), test_studies]
+    if sizes.min() < MIN_SPLIT:
+        raise ValueError(
+            f"{test_studies} test studies of {n_studies} leave train, val and test "
+            f"{sizes.tolist()}; each split needs at least {MIN_SPLIT} (3 positives, 3 negatives)"
+        )
+    return sizes
+
+
 def design_cohort(
     n_studies: int,
     rng: np.random.Generator,
     *,
     slice_range: tuple[int, int] | None = None,
     short_studies: bool = False,
+    test_studies: int | None = None,
 ) -> pd.DataFrame:
     """One row per study: idx, patient_id, split, label, pe_type, demographics, slices, CT time.
 
     ``slice_range`` replaces Table 1's slice distribution by an even spread over [lo, hi].
     ``short_studies`` adds the release's two short studies (1 and 21 slices) to train.
+    ``test_studies`` sets the test split's size; train and val share the rest in Table 1's
+    proportions. Each split's positives, subtypes, patients and (for test) Table 2's groups
+    follow its own size either way.
     """
-    if n_studies < MIN_STUDIES:
-        raise ValueError(
-            f"a synthetic cohort needs at least {MIN_STUDIES} studies, so that val and test "
-            "each hold every PE subtype and some negatives"
-        )
-    sizes = largest_remainder(n_studies, [PAPER[s].studies for s in SPLITS])
+    sizes = split_sizes(n_studies, test_studies)
     frames = []
     for split, size in zip(SPLITS, sizes, strict=True):
         t = PAPER[split]

@@ -61,6 +61,7 @@ def write_synthetic_cohort(
     slice_range: tuple[int, int] | None = None,
     quirks: bool = False,
     calibre: float = 1.0,
+    test_studies: int | None = None,
     workers: int = 1,
     on_volume: Callable[[int], None] | None = None,
 ) -> SyntheticCohort:
@@ -71,7 +72,8 @@ def write_synthetic_cohort(
     ``pe_type``, raw-stored volumes (intercept -1024), studies shorter than one window and
     annotations beyond a study's last slice. ``calibre`` draws the lobar and smaller arteries
     (and their emboli) that many times their true width, for volumes at low resolution (see
-    :func:`~radfusion.data.synthetic.phantom.sample_phantom`).
+    :func:`~radfusion.data.synthetic.phantom.sample_phantom`). ``test_studies`` sets the test
+    split's size, train and val sharing the rest in Table 1's proportions.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ def write_synthetic_cohort(
         np.random.default_rng(design_seed),
         slice_range=slice_range,
         short_studies=quirks,
+        test_studies=test_studies,
     )
     vocab = default_vocabulary()
     ehr = generate_events(studies, vocab, np.random.default_rng(ehr_seed))
