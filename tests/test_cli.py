@@ -98,3 +98,5 @@ def test_synth_refuses_a_test_split_that_starves_the_others(tmp_path):
     assert result.exit_code == 2
     assert "[5, 1, 54]" in result.output and "at least 6" in result.output
     assert not out.exists()
+    result = runner.invoke(app, ["synth", str(out), "--studies", "60", "--test-studies", "60"])
+    assert result.exit_code == 2 and "use 1 to 59" in result.output

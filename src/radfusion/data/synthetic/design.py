@@ -113,7 +113,9 @@ def split_sizes(n_studies: int, test_studies: int | None = None) -> np.ndarray:
         )
     if test_studies is None:
         return largest_remainder(n_studies, [PAPER[s].studies for s in SPLITS])
-    rest = max(n_studies - test_studies, 0)
+    if not 0 < test_studies < n_studies:
+        raise ValueError(f"{test_studies} test studies of {n_studies}: use 1 to {n_studies - 1}")
+    rest = n_studies - test_studies
     sizes = np.r_[largest_remainder(rest, [PAPER[s].studies for s in SPLITS[:2]]), test_studies]
     if sizes.min() < MIN_SPLIT:
         raise ValueError(
