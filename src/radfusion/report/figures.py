@@ -27,7 +27,7 @@ def _png(fig) -> bytes:
 
 def _styles(models) -> dict[str, dict]:
     """One colour per model (tab10, or tab20 beyond ten models), fusions dashed: a model looks
-    the same in the ROC and calibration figures."""
+    the same in every figure."""
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     return {
         m: {"color": cmap(i % cmap.N), "ls": "--" if m.startswith("fusion") else "-"}
@@ -122,6 +122,7 @@ def tpr_gaps(fairness, models) -> bytes:
     attributes = ["gender", "race", "age"]
     labels = {"gender": "Female − Male", "race": "White − Others", "age": ">80 − ≤80"}
     width = 0.8 / max(len(models), 1)
+    styles = _styles(models)
     for ax, subset in zip(axes, ("all", "non_subsegmental"), strict=True):
         part = fairness[(fairness["subset"] == subset) & (fairness["metric"] == "tpr_diff_signed")]
         for k, model in enumerate(models):
@@ -131,13 +132,13 @@ def tpr_gaps(fairness, models) -> bytes:
             err = np.vstack(
                 [v - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - v]
             )
-            ax.bar(x, v, width, label=model)
+            ax.bar(x, v, width, label=model, color=styles[model]["color"])
             ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="none", ecolor="0.2", capsize=3, lw=1)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xticks(np.arange(len(attributes)), [labels[a] for a in attributes])
         ax.set_title(f"TPR difference with 95% CI, {SUBSET_NAMES[subset]}")
     axes[0].set_ylabel("TPR(first group) − TPR(second group)")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(fig)
 
 
@@ -148,6 +149,7 @@ def auroc_forest(metrics, models) -> bytes:
     ]
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(order) + 1.2))
     offsets = np.linspace(-0.25, 0.25, len(models)) if len(models) > 1 else [0.0]
+    styles = _styles(models)
     for off, model in zip(offsets, models, strict=True):
         rows = part[part["model"] == model].set_index(["attribute", "group"]).reindex(order)
         y = np.arange(len(order))[::-1] + off
@@ -160,10 +162,12 @@ def auroc_forest(metrics, models) -> bytes:
             fmt="o",
             ms=4,
             capsize=2,
+            color=styles[model]["color"],
             label=model,
         )
     ax.set_yticks(np.arange(len(order))[::-1], [g if a != "overall" else "all" for a, g in order])
     ax.set(xlabel="AUROC (95% CI)", title="AUROC by group, whole test set")
     ax.axvline(0.5, color="0.8", lw=0.8)
-    ax.legend(fontsize=8, loc="lower left")
+    # Beside the axes: inside, it covered the error bars of the lower groups.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(fig)
