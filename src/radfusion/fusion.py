@@ -11,6 +11,7 @@ not optimistic).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +26,15 @@ from radfusion.errors import RadfusionError
 from radfusion.evaluation.predictions import read_predictions
 from radfusion.io import write_csv
 
-__all__ = ["STRATEGIES", "fuse", "fuse_files", "fusion_name"]
+__all__ = ["STRATEGIES", "fuse", "fuse_files", "fusion_name", "spreads"]
 
 Strategy = Callable[[pd.DataFrame, pd.DataFrame, int], pd.Series]
 EPS = 1e-6
+#: ``mean`` and ``max`` take the probabilities as they come: when one model's spread (5th to
+#: 95th percentile on validation) is this many times narrower than another's, the wider one
+#: decides the ranking (README, "What it took", item 11), and the fusion says so.
+SPREAD_RATIO = 3.0
+log = logging.getLogger("radfusion")
 
 
 def _mean(probs, studies, seed):
@@ -104,8 +110,38 @@ def fuse(
             f"fusion strategy {strategy!r} learns on validation labels; "
             "pass the cohort (--data DATA_DIR)"
         )
+    if strategy not in NEEDS_LABELS:
+        _warn_on_spreads(probs, studies, strategy)
     fused = STRATEGIES[strategy](probs, studies, seed)
     return fused.clip(0.0, 1.0)
+
+
+def spreads(probs: pd.DataFrame, studies: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each model's 5th and 95th percentile, on the validation split when ``studies`` names
+    one, else on every row."""
+    rows = probs
+    if studies is not None and "split" in studies.columns:
+        val = studies.index[studies["split"] == "val"].intersection(probs.index)
+        rows = probs.loc[val] if len(val) else probs
+    return rows.quantile([0.05, 0.95]).T.set_axis(["p05", "p95"], axis=1)
+
+
+def _warn_on_spreads(probs, studies, strategy):
+    s = spreads(probs, studies)
+    width = s["p95"] - s["p05"]
+    narrow, wide = width.idxmin(), width.idxmax()
+    if width[narrow] * SPREAD_RATIO < width[wide]:
+        log.warning(
+            "fusion %s: %s's probabilities span %.2f-%.2f (5th-95th percentile on validation), "
+            "%s's %.2f-%.2f, so %s decides the ranking; the weighted and stacked fusions learn "
+            "the balance on validation",
+            strategy,
+            narrow,
+            *s.loc[narrow],
+            wide,
+            *s.loc[wide],
+            wide,
+        )
 
 
 def fuse_files(

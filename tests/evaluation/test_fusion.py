@@ -113,3 +113,30 @@ def test_fusions_are_named_after_their_imaging_model():
 
     assert fusion_name("image", "mean") == "fusion_mean"  # PENet's: the paper's names
     assert fusion_name("slicenet", "stacked") == "fusion_slicenet_stacked"
+
+
+def test_the_mean_says_when_one_model_decides_the_ranking(caplog):
+    """A well-ranking model on a narrow scale (probabilities 0.45-0.55) leaves the mean to the
+    other model: its AUROC falls to that model's, and the fusion warns, naming both spreads."""
+    studies, probs = _setup(n=400)
+    y = studies["label"].to_numpy()
+    rng = np.random.default_rng(1)
+    strong = 1 / (1 + np.exp(-(3 * y - 1.5 + rng.normal(0, 1, len(y)))))
+    probs = pd.DataFrame({"image": probs["noise"], "ehr": 0.45 + 0.1 * strong}, index=probs.index)
+    test = studies["split"] == "test"
+    assert roc_auc_score(y[test], probs.loc[test, "ehr"]) > 0.85
+
+    with caplog.at_level("WARNING", logger="radfusion"):
+        fused = fuse(probs, "mean", studies)
+    assert roc_auc_score(y[test], fused[test]) < 0.7  # the noise decides
+    (record,) = caplog.records
+    val = probs[studies["split"] == "val"]
+    lo, hi = np.percentile(val["ehr"], [5, 95])
+    assert f"ehr's probabilities span {lo:.2f}-{hi:.2f}" in record.getMessage()
+    assert "image decides the ranking" in record.getMessage()
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="radfusion"):
+        fuse(probs.assign(ehr=strong), "mean", studies)  # the same ranking on a full scale
+        fuse(probs, "weighted", studies)  # learns the balance: no warning
+    assert caplog.records == []
