@@ -116,28 +116,42 @@ def fuse(
     return fused.clip(0.0, 1.0)
 
 
+def _spread_rows(probs: pd.DataFrame, studies: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+    if studies is not None and "split" in studies.columns:
+        val = studies.index[studies["split"] == "val"].intersection(probs.index)
+        if len(val):
+            return probs.loc[val], "validation"
+    return probs, "all studies"
+
+
 def spreads(probs: pd.DataFrame, studies: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each model's 5th and 95th percentile, on the validation split when ``studies`` names
     one, else on every row."""
-    rows = probs
+    return _spreads(probs, studies)[0]
+
+
+def _spreads(probs, studies) -> tuple[pd.DataFrame, str]:
+    rows, where = probs, "all studies"
     if studies is not None and "split" in studies.columns:
         val = studies.index[studies["split"] == "val"].intersection(probs.index)
-        rows = probs.loc[val] if len(val) else probs
-    return rows.quantile([0.05, 0.95]).T.set_axis(["p05", "p95"], axis=1)
+        if len(val):
+            rows, where = probs.loc[val], "validation"
+    return rows.quantile([0.05, 0.95]).T.set_axis(["p05", "p95"], axis=1), where
 
 
 def _warn_on_spreads(probs, studies, strategy):
-    s = spreads(probs, studies)
+    s, where = _spreads(probs, studies)
     width = s["p95"] - s["p05"]
     narrow, wide = width.idxmin(), width.idxmax()
     if width[narrow] * SPREAD_RATIO < width[wide]:
         log.warning(
-            "fusion %s: %s's probabilities span %.2f-%.2f (5th-95th percentile on validation), "
+            "fusion %s: %s's probabilities span %.2f-%.2f (5th-95th percentile on %s), "
             "%s's %.2f-%.2f, so %s decides the ranking; the weighted and stacked fusions learn "
             "the balance on validation",
             strategy,
             narrow,
             *s.loc[narrow],
+            where,
             wide,
             *s.loc[wide],
             wide,
