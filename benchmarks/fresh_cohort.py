@@ -36,6 +36,7 @@ import pandas as pd
 
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES
+from radfusion.data.synthetic.design import MIN_STUDIES
 from radfusion.data.synthetic.writer import write_synthetic_cohort
 from radfusion.ehr.model import check_features, load_model
 from radfusion.errors import RadfusionError
@@ -115,6 +116,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     run = args.run
+    if args.studies < MIN_STUDIES:
+        parser.error(f"--studies {args.studies}: a synthetic cohort needs at least {MIN_STUDIES}")
     other = _saved_scores(args.against) if args.against else None
     if other is not None and len(other) != args.studies:  # the cheap check, before the work
         parser.error(f"{args.against} holds {len(other)} studies, not --studies {args.studies}")

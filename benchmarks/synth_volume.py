@@ -35,7 +35,7 @@ def main() -> None:
         for i in range(args.repeats):
             path = folder / f"{i}.npy"
             start = time.perf_counter()
-            _write_volume((i, path, shape, "central", seeds[i], 0))
+            _write_volume((i, path, shape, "central", seeds[i], 0, 1.0))  # true calibre
             synth.append(time.perf_counter() - start)
             array = np.load(path)
             start = time.perf_counter()
