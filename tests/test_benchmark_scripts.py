@@ -39,12 +39,11 @@ MEASURING = {
 }
 
 
-def _run(script: str, *args: str, cwd: Path | None = None) -> str:
+def _run(script: str, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{script}.py"), *args],
         capture_output=True,
         text=True,
-        cwd=cwd,
         timeout=300,
     )
     assert proc.returncode == 0, f"{script}.py failed:\n{proc.stderr[-3000:]}"
