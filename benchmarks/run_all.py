@@ -1,10 +1,16 @@
-"""Run every benchmark script and print one table of figures and ratios.
+"""Run every speed benchmark and print one table of figures and ratios.
 
 Usage: python benchmarks/run_all.py [--quick] [--out FILE.md] [--only NAME,...]
 
 Each script measures its baseline in the same process and prints ``RESULT`` lines
 (``_results.py``); this collects them into one Markdown table (the README's) with the machine
 it ran on. ``--quick`` uses smaller inputs (a minute or two instead of several).
+
+Not run here: ``penet_gpu.py`` (it needs a CUDA GPU) and the scripts that measure models, not
+speed, and print no ``RESULT`` line (``fresh_cohort.py`` and ``clot_sensitivity.py`` need a
+finished run; ``phantom_visibility.py``, ``clot_patches.py`` and ``phantom_figure.py`` study
+the phantom). ``tests/test_benchmark_scripts.py`` runs all of them on tiny inputs and checks
+that every script printing ``RESULT`` lines is listed in ``SCRIPTS``.
 """
 
 from __future__ import annotations
