@@ -144,3 +144,15 @@ def test_phantom_figure_draws_a_png(tmp_path):
     out = tmp_path / "phantom.png"
     _run("phantom_figure", "--out", str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_penet_gpu_runs_on_a_gpu_and_says_so_without_one():
+    import torch
+
+    cmd = [sys.executable, str(BENCHMARKS / "penet_gpu.py"), "--model", "penet_tiny"]
+    proc = subprocess.run([*cmd, "--batch", "2"], capture_output=True, text=True, timeout=300)
+    if torch.cuda.is_available():
+        assert proc.returncode == 0 and "RESULT " in proc.stdout, proc.stderr[-3000:]
+    else:
+        assert proc.returncode != 0
+        assert proc.stderr.strip() == "penet_gpu: no CUDA GPU here"
