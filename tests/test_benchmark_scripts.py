@@ -149,8 +149,9 @@ def test_phantom_figure_draws_a_png(tmp_path):
 def test_penet_gpu_runs_on_a_gpu_and_says_so_without_one():
     import torch
 
-    cmd = [sys.executable, str(BENCHMARKS / "penet_gpu.py"), "--model", "penet_tiny"]
-    proc = subprocess.run([*cmd, "--batch", "2"], capture_output=True, text=True, timeout=300)
+    script = str(BENCHMARKS / "penet_gpu.py")
+    cmd = [sys.executable, script, "--model", "penet_tiny", "--batch", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if torch.cuda.is_available():
         assert proc.returncode == 0 and "RESULT " in proc.stdout, proc.stderr[-3000:]
     else:
