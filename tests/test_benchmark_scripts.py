@@ -34,8 +34,8 @@ MEASURING = {
     "ehr_features": ["--studies", "60", "--copies", "1", "--baseline-studies", "60"],
     "evaluation": ["--bootstrap", "20"],
     "ct_pipeline": ["--slices", "30", "--dicom-slices", "4"],
-    "penet_speed": ["--models", "penet_tiny", "--repeats", "1", "--threads", "1"],
-    "small_findings": ["--steps", "4", "--seeds", "0", "--threads", "1"],
+    "penet_speed": ["--models", "penet_tiny", "--repeats", "1", "--threads", "2"],
+    "small_findings": ["--steps", "4", "--seeds", "0", "--threads", "2"],
 }
 
 
