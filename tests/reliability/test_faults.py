@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import errno
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from radfusion.cli import app
+from radfusion.errors import RadfusionError
 from radfusion.imaging import preprocess
 from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
-from radfusion.pipeline.benchmark import run_benchmark
+from radfusion.pipeline.benchmark import LOCK, run_benchmark
+from radfusion.pipeline.demo import DEMO_COHORT, prepare_demo_data
 
 from ..conftest import TINY, tiny_cli
 
@@ -157,3 +163,56 @@ def test_a_changed_config_never_mixes_with_the_old_run(benchmark_run, tmp_path):
     assert len(list((copy / "image" / "logs").iterdir())) == 1  # one training, not two
     assert (copy / "image" / "checkpoints" / "last.ckpt").exists()
     assert "lr: 0.05" in (copy / "config.yaml").read_text()
+
+
+def _holder(lock_file: Path) -> subprocess.Popen:
+    """Another process holding ``lock_file``, as a running benchmark or demo holds it."""
+    code = (
+        "import sys, time; from filelock import FileLock; "
+        "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock_file)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
+    """Two benchmarks in one folder would interleave their stages' files: the second is
+    refused in one line and changes nothing; once the first process is gone (killed here,
+    so the lock dies with it) the same command runs."""
+    data, run = run_copy
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    holder = _holder(run / LOCK)
+    try:
+        _fails_with(
+            tiny_cli(data, run),
+            f"{run}: another radfusion benchmark is running in this folder",
+            "or use another --out",
+        )
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    result = runner.invoke(app, tiny_cli(data, run))
+    assert result.exit_code == 0, result.output
+    assert "unchanged, skipped" in result.output
+
+
+def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
+    """A demo generating its cohort holds the folder: a second one is refused before it
+    can discard the first one's half-written cohort."""
+    folder = tmp_path / "data"
+    partial = tmp_path / ".data.partial"
+    partial.mkdir()
+    (partial / "Labels.csv").write_text("idx,label\n")  # the first demo's work so far
+    holder = _holder(tmp_path / ".data.lock")
+    try:
+        with pytest.raises(RadfusionError, match="another radfusion demo is writing this cohort"):
+            prepare_demo_data(folder, DEMO_COHORT)
+        assert (partial / "Labels.csv").read_text() == "idx,label\n"
+        assert not folder.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

@@ -8,6 +8,7 @@ everything upstream, so a changed parameter reruns that stage and what depends o
 Run folder::
 
     RUN_DIR/config.yaml        the configuration used (written every run)
+    RUN_DIR/.benchmark.lock    held while a benchmark runs here: a second one is refused
     RUN_DIR/benchmark.log      every stage's messages, appended
     RUN_DIR/stages/*.json      fingerprints and status
     RUN_DIR/cache/             the CT cache (keyed by its preprocessing parameters)
@@ -43,6 +44,7 @@ from radfusion.imaging.preprocess import (
 )
 from radfusion.imaging.train import train_image
 from radfusion.io import atomic_path, write_json
+from radfusion.locks import exclusive
 from radfusion.pipeline.config import BenchmarkConfig
 from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
 from radfusion.report.html import write_report
@@ -52,6 +54,7 @@ __all__ = ["STAGES", "BenchmarkResult", "Reporter", "run_benchmark"]
 STAGES = ("validate", "preprocess", "ehr", "image", "slicenet", "fusion", "evaluate", "report")
 # Prediction files the benchmark writes itself (plus fusion_*).
 PRODUCED = ("ehr", "image", "slicenet")
+LOCK = ".benchmark.lock"  # held while a benchmark runs in the folder
 log = logging.getLogger("radfusion")
 
 
@@ -150,11 +153,19 @@ def run_benchmark(
     reporter: Reporter | None = None,
     trainer_args: dict | None = None,
 ) -> BenchmarkResult:
-    """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``."""
+    """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``; another benchmark
+    running in ``run_dir`` at the same time is refused."""
 
-    data, run = Path(data_dir).resolve(), Path(run_dir)
+    run = Path(run_dir)
+    busy = f"{run}: another radfusion benchmark is running in this folder; wait for it to end"
+    with exclusive(run / LOCK, busy + ", or use another --out"):
+        return _benchmark(
+            Path(data_dir).resolve(), run, config, extra_predictions, reporter, trainer_args
+        )
+
+
+def _benchmark(data, run, config, extra_predictions, reporter, trainer_args) -> BenchmarkResult:
     reporter = reporter or Reporter()
-    run.mkdir(parents=True, exist_ok=True)
     _claim(run, data)
     with atomic_path(run / "config.yaml") as tmp:
         tmp.write_text(config.to_yaml())

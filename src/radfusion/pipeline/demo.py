@@ -14,6 +14,7 @@ from pathlib import Path
 
 from radfusion.errors import RadfusionError
 from radfusion.io import write_json
+from radfusion.locks import exclusive
 
 __all__ = ["DEMO_COHORT", "SYNTH_MARKER", "DemoCohort", "prepare_demo_data"]
 
@@ -50,7 +51,14 @@ def prepare_demo_data(
 
     The cohort is written into a hidden sibling folder and renamed into place when complete,
     so ``folder`` holds a whole cohort or none: a generation killed half-way leaves only the
-    sibling, which the next call discards and writes again."""
+    sibling, which the next call discards and writes again. A second call while one is
+    generating is refused (it would discard the first one's sibling under it)."""
+    busy = f"{folder}: another radfusion demo is writing this cohort; wait for it to end"
+    with exclusive(folder.with_name(f".{folder.name}.lock"), busy + ", or use another --out"):
+        return _prepare(folder, cohort, on_total, on_volume)
+
+
+def _prepare(folder, cohort, on_total, on_volume) -> bool:
     from radfusion.data.synthetic.writer import write_synthetic_cohort
 
     marker = folder / SYNTH_MARKER
