@@ -200,6 +200,24 @@ def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
     assert "unchanged, skipped" in result.output
 
 
+def test_the_other_ranks_of_a_distributed_run_go_through_their_rank_0s_lock(run_copy, monkeypatch):
+    """Lightning relaunches the command for ranks 1..N-1 while rank 0 holds the folder: they
+    must join it, not be refused."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    data, run = run_copy
+    holder = _holder(run / LOCK)  # rank 0
+    try:
+        monkeypatch.setattr(rank_zero_only, "rank", 1)
+        result = runner.invoke(app, tiny_cli(data, run))
+        assert result.exit_code == 0, result.output
+        monkeypatch.setattr(rank_zero_only, "rank", 0)
+        _fails_with(tiny_cli(data, run), "another radfusion benchmark is running")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
 def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
     """A demo generating its cohort holds the folder: a second one is refused before it
     can discard the first one's half-written cohort."""
