@@ -1,4 +1,4 @@
-"""One writer at a time in a folder that a long job fills: a run folder, the demo's cohort.
+"""One writer at a time in a folder that a long job fills: a run, a training, the demo's cohort.
 
 Two ``radfusion benchmark`` commands on one run folder (a command launched twice, two jobs
 of a cluster array given the same ``--out``) would interleave their stages' status files,

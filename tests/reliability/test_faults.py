@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,26 @@ def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_a_second_training_in_a_busy_folder_is_refused(small_cohort, tmp_path):
+    """``train-image`` and ``train-ehr`` run alone hold their --out folder as the benchmark
+    does: a second training there is refused before it writes anything."""
+    from radfusion.data import Cohort
+    from radfusion.ehr.train import TRAIN_LOCK as EHR_LOCK
+    from radfusion.ehr.train import train_ehr
+    from radfusion.imaging.train import TRAIN_LOCK, TrainConfig, train_image
+
+    cohort = Cohort.load(small_cohort)
+    out = tmp_path / "run"
+    image = partial(train_image, cohort, tmp_path / "cache", out, TrainConfig())
+    ehr = partial(train_ehr, cohort, out)
+    for lock, train, what in [(TRAIN_LOCK, image, "training"), (EHR_LOCK, ehr, "EHR training")]:
+        holder = _holder(out / lock)
+        try:
+            with pytest.raises(RadfusionError, match=f"another {what} is running in this folder"):
+                train()
+            assert {p.name for p in out.iterdir()} <= {TRAIN_LOCK, EHR_LOCK}  # nothing else
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()

@@ -26,10 +26,12 @@ from radfusion.data.layout import EHR_TABLES
 from radfusion.ehr.model import check_features, linear_importance, save_model, tune
 from radfusion.errors import RadfusionError
 from radfusion.io import write_csv, write_json
+from radfusion.locks import exclusive
 
 __all__ = ["FEATURE_SOURCES", "EHRRun", "feature_matrix", "train_ehr"]
 
 FEATURE_SOURCES = ("release", "meds")
+TRAIN_LOCK = ".train-ehr.lock"  # held while an EHR training runs in its folder
 
 
 def feature_matrix(
@@ -83,7 +85,14 @@ def train_ehr(
     grid: dict[str, list] | None = None,
     n_jobs: int | None = None,
 ) -> EHRRun:
-    """Tune and fit the EHR model on ``cohort``'s train split; write the run's files."""
+    """Tune and fit the EHR model on ``cohort``'s train split; write the run's files. A second
+    EHR training in ``out_dir`` while one runs is refused (:mod:`radfusion.locks`)."""
+    busy = f"{out_dir}: another EHR training is running in this folder; wait for it to end"
+    with exclusive(Path(out_dir) / TRAIN_LOCK, busy + ", or use another --out"):
+        return _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs)
+
+
+def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs) -> EHRRun:
     out = Path(out_dir)
     x, owner = feature_matrix(cohort, features, meds_dir)
     y = cohort.studies["label"].to_numpy()

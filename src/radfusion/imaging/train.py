@@ -31,6 +31,7 @@ from radfusion.errors import RadfusionError
 from radfusion.imaging.penet import create_model
 from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.windows import EvalWindows, TrainWindows
+from radfusion.locks import exclusive
 
 __all__ = [
     "Checkpoint",
@@ -85,6 +86,7 @@ class TrainConfig:
 
 
 SELECTIONS = ("best", "last")
+TRAIN_LOCK = ".train.lock"  # held while a training runs in its folder
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -228,7 +230,24 @@ def train_image(
     """Train on the cohort's train split; score every study with the checkpoint
     ``config.select`` names (by default the best validation AUROC); write checkpoints, logs
     and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``. Returns
-    the chosen checkpoint's path and the predictions."""
+    the chosen checkpoint's path and the predictions. A second training in ``out_dir`` while
+    one runs is refused (:mod:`radfusion.locks`)."""
+    busy = f"{out_dir}: another training is running in this folder; wait for it to end"
+    with exclusive(Path(out_dir) / TRAIN_LOCK, busy + ", or use another --out"):
+        return _train_image(
+            cohort,
+            cache_dir,
+            out_dir,
+            config,
+            trainer_args=trainer_args,
+            preprocessing=preprocessing,
+            pretrained=pretrained,
+        )
+
+
+def _train_image(
+    cohort, cache_dir, out_dir, config: TrainConfig, *, trainer_args, preprocessing, pretrained
+):
     out = Path(out_dir)
     if config.select not in SELECTIONS:
         raise RadfusionError(f"unknown checkpoint selection {config.select!r}; use best or last")
