@@ -189,7 +189,7 @@ def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
     try:
         _fails_with(
             tiny_cli(data, run),
-            f"{run}: another radfusion benchmark is running in this folder",
+            f"{run}: another radfusion benchmark is running here",
             "or use another --out",
         )
         assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
@@ -228,7 +228,7 @@ def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
     (partial / "Labels.csv").write_text("idx,label\n")  # the first demo's work so far
     holder = _holder(tmp_path / ".data.lock")
     try:
-        with pytest.raises(RadfusionError, match="another radfusion demo is writing this cohort"):
+        with pytest.raises(RadfusionError, match="another radfusion demo is writing it"):
             prepare_demo_data(folder, DEMO_COHORT)
         assert (partial / "Labels.csv").read_text() == "idx,label\n"
         assert not folder.exists()
@@ -252,7 +252,7 @@ def test_a_second_training_in_a_busy_folder_is_refused(small_cohort, tmp_path):
     for lock, train, what in [(TRAIN_LOCK, image, "training"), (EHR_LOCK, ehr, "EHR training")]:
         holder = _holder(out / lock)
         try:
-            with pytest.raises(RadfusionError, match=f"another {what} is running in this folder"):
+            with pytest.raises(RadfusionError, match=f"another {what} is running here"):
                 train()
             assert {p.name for p in out.iterdir()} <= {TRAIN_LOCK, EHR_LOCK}  # nothing else
         finally:

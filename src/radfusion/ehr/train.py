@@ -87,8 +87,8 @@ def train_ehr(
 ) -> EHRRun:
     """Tune and fit the EHR model on ``cohort``'s train split; write the run's files. A second
     EHR training in ``out_dir`` while one runs is refused (:mod:`radfusion.locks`)."""
-    busy = f"{out_dir}: another EHR training is running in this folder; wait for it to end"
-    with exclusive(Path(out_dir) / TRAIN_LOCK, busy + ", or use another --out"):
+    busy = f"{out_dir}: another EHR training is running here; wait for it, or use another --out"
+    with exclusive(Path(out_dir) / TRAIN_LOCK, busy):
         return _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs)
 
 

@@ -232,8 +232,8 @@ def train_image(
     and ``predictions/image.csv``. Resumes from ``out_dir/checkpoints/last.ckpt``. Returns
     the chosen checkpoint's path and the predictions. A second training in ``out_dir`` while
     one runs is refused (:mod:`radfusion.locks`)."""
-    busy = f"{out_dir}: another training is running in this folder; wait for it to end"
-    with exclusive(Path(out_dir) / TRAIN_LOCK, busy + ", or use another --out"):
+    busy = f"{out_dir}: another training is running here; wait for it, or use another --out"
+    with exclusive(Path(out_dir) / TRAIN_LOCK, busy):
         return _train_image(
             cohort,
             cache_dir,

@@ -157,8 +157,8 @@ def run_benchmark(
     running in ``run_dir`` at the same time is refused."""
 
     run = Path(run_dir)
-    busy = f"{run}: another radfusion benchmark is running in this folder; wait for it to end"
-    with exclusive(run / LOCK, busy + ", or use another --out"):
+    busy = f"{run}: another radfusion benchmark is running here; wait for it, or use another --out"
+    with exclusive(run / LOCK, busy):
         return _benchmark(
             Path(data_dir).resolve(), run, config, extra_predictions, reporter, trainer_args
         )
@@ -166,6 +166,7 @@ def run_benchmark(
 
 def _benchmark(data, run, config, extra_predictions, reporter, trainer_args) -> BenchmarkResult:
     reporter = reporter or Reporter()
+    run.mkdir(parents=True, exist_ok=True)  # the lock made it, except on ranks other than 0
     _claim(run, data)
     with atomic_path(run / "config.yaml") as tmp:
         tmp.write_text(config.to_yaml())

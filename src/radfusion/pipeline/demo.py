@@ -53,8 +53,8 @@ def prepare_demo_data(
     so ``folder`` holds a whole cohort or none: a generation killed half-way leaves only the
     sibling, which the next call discards and writes again. A second call while one is
     generating is refused (it would discard the first one's sibling under it)."""
-    busy = f"{folder}: another radfusion demo is writing this cohort; wait for it to end"
-    with exclusive(folder.with_name(f".{folder.name}.lock"), busy + ", or use another --out"):
+    busy = f"{folder}: another radfusion demo is writing it; wait for it, or use another --out"
+    with exclusive(folder.with_name(f".{folder.name}.lock"), busy):
         return _prepare(folder, cohort, on_total, on_volume)
 
 
