@@ -116,14 +116,6 @@ def fuse(
     return fused.clip(0.0, 1.0)
 
 
-def _spread_rows(probs: pd.DataFrame, studies: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
-    if studies is not None and "split" in studies.columns:
-        val = studies.index[studies["split"] == "val"].intersection(probs.index)
-        if len(val):
-            return probs.loc[val], "validation"
-    return probs, "all studies"
-
-
 def spreads(probs: pd.DataFrame, studies: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each model's 5th and 95th percentile, on the validation split when ``studies`` names
     one, else on every row."""

@@ -6,6 +6,7 @@ Every case ends in one of two ways: a short error naming the file and the fix (e
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
 import signal
@@ -166,8 +167,10 @@ def test_a_changed_config_never_mixes_with_the_old_run(benchmark_run, tmp_path):
     assert "lr: 0.05" in (copy / "config.yaml").read_text()
 
 
-def _holder(lock_file: Path) -> subprocess.Popen:
-    """Another process holding ``lock_file``, as a running benchmark or demo holds it."""
+@contextlib.contextmanager
+def _held(lock_file: Path):
+    """Another process holding ``lock_file`` for the block, as a running benchmark, demo or
+    training holds it; SIGKILLed at the end, which frees the lock as a killed run would."""
     code = (
         "import sys, time; from filelock import FileLock; "
         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(600)"
@@ -175,8 +178,12 @@ def _holder(lock_file: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(lock_file)], stdout=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().strip() == "held"
-    return proc
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
@@ -185,17 +192,13 @@ def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
     so the lock dies with it) the same command runs."""
     data, run = run_copy
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    holder = _holder(run / LOCK)
-    try:
+    with _held(run / LOCK):
         _fails_with(
             tiny_cli(data, run),
             f"{run}: another radfusion benchmark is running here",
             "or use another --out",
         )
         assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     result = runner.invoke(app, tiny_cli(data, run))
     assert result.exit_code == 0, result.output
     assert "unchanged, skipped" in result.output
@@ -207,16 +210,12 @@ def test_the_other_ranks_of_a_distributed_run_go_through_their_rank_0s_lock(run_
     from lightning.pytorch.utilities import rank_zero_only
 
     data, run = run_copy
-    holder = _holder(run / LOCK)  # rank 0
-    try:
+    with _held(run / LOCK):  # rank 0
         monkeypatch.setattr(rank_zero_only, "rank", 1)
         result = runner.invoke(app, tiny_cli(data, run))
         assert result.exit_code == 0, result.output
         monkeypatch.setattr(rank_zero_only, "rank", 0)
         _fails_with(tiny_cli(data, run), "another radfusion benchmark is running")
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
 
 
 def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
@@ -226,15 +225,11 @@ def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
     partial = tmp_path / ".data.partial"
     partial.mkdir()
     (partial / "Labels.csv").write_text("idx,label\n")  # the first demo's work so far
-    holder = _holder(tmp_path / ".data.lock")
-    try:
+    with _held(tmp_path / ".data.lock"):
         with pytest.raises(RadfusionError, match="another radfusion demo is writing it"):
             prepare_demo_data(folder, DEMO_COHORT)
         assert (partial / "Labels.csv").read_text() == "idx,label\n"
         assert not folder.exists()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
 
 
 def test_a_second_training_in_a_busy_folder_is_refused(small_cohort, tmp_path):
@@ -250,11 +245,7 @@ def test_a_second_training_in_a_busy_folder_is_refused(small_cohort, tmp_path):
     image = partial(train_image, cohort, tmp_path / "cache", out, TrainConfig())
     ehr = partial(train_ehr, cohort, out)
     for lock, train, what in [(TRAIN_LOCK, image, "training"), (EHR_LOCK, ehr, "EHR training")]:
-        holder = _holder(out / lock)
-        try:
+        with _held(out / lock):
             with pytest.raises(RadfusionError, match=f"another {what} is running here"):
                 train()
             assert {p.name for p in out.iterdir()} <= {TRAIN_LOCK, EHR_LOCK}  # nothing else
-        finally:
-            holder.send_signal(signal.SIGKILL)
-            holder.wait()
