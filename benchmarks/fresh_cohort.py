@@ -38,7 +38,8 @@ from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES
 from radfusion.data.synthetic.design import MIN_STUDIES
 from radfusion.data.synthetic.writer import write_synthetic_cohort
-from radfusion.ehr.model import check_features, load_model
+from radfusion.ehr.model import check_features
+from radfusion.ehr.persistence import load_model
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test

@@ -17,10 +17,9 @@ from radfusion.ehr.model import (
     check_features,
     create_ehr_model,
     linear_importance,
-    load_model,
-    save_model,
     tune,
 )
+from radfusion.ehr.persistence import load_model, save_model
 from radfusion.errors import RadfusionError
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from radfusion.cli import app
 from radfusion.data import Cohort
-from radfusion.ehr.model import load_model
+from radfusion.ehr.persistence import load_model
 from radfusion.ehr.train import feature_matrix, train_ehr
 
 GRID = {"C": [0.1], "l1_ratio": [0.5], "class_weight": [None]}

@@ -42,8 +42,6 @@ __all__ = [
     "check_features",
     "create_ehr_model",
     "linear_importance",
-    "load_model",
-    "save_model",
     "tune",
 ]
 
@@ -282,36 +280,3 @@ def linear_importance(model: Pipeline, tables: dict[str, str] | None = None) -> 
     return frame.sort_values("abs_coefficient", ascending=False, kind="stable").reset_index(
         drop=True
     )
-
-
-# --- safe persistence (skops: no pickle) ---------------------------------------------------
-
-#: Types a saved EHR model may contain; anything else in a file is refused.
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
-
-
-def save_model(model: Pipeline, path: str | os.PathLike) -> None:
-    import skops.io as sio
-
-    from radfusion.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        sio.dump(model, tmp)
-
-
-def load_model(path: str | os.PathLike) -> Pipeline:
-    """Load a model saved by :func:`save_model`, refusing any type outside scikit-learn and
-    NumPy (a skops file cannot run code on load unless a type is trusted)."""
-    import skops.io as sio
-
-    path = Path(path)
-    if not path.exists():
-        raise RadfusionError(f"{path}: model file not found; train it with radfusion train-ehr")
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:
-        raise RadfusionError(f"{path}: not a readable skops model file ({exc})") from exc
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-    if refused:
-        raise RadfusionError(f"{path}: refusing to load untrusted type(s) {refused[:5]}")
-    return sio.load(path, trusted=untrusted)

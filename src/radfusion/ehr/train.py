@@ -23,7 +23,8 @@ from sklearn.metrics import roc_auc_score
 from radfusion import __version__
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import EHR_TABLES
-from radfusion.ehr.model import check_features, linear_importance, save_model, tune
+from radfusion.ehr.model import check_features, linear_importance, tune
+from radfusion.ehr.persistence import save_model
 from radfusion.errors import RadfusionError
 from radfusion.io import write_csv, write_json
 from radfusion.locks import exclusive

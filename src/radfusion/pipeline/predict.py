@@ -125,7 +125,8 @@ def _images(run: Path, volume: Path, hu_intercept: int | None, models: tuple[str
 
 
 def _ehr(run: Path, row_csv: Path) -> float:
-    from radfusion.ehr.model import check_features, load_model
+    from radfusion.ehr.model import check_features
+    from radfusion.ehr.persistence import load_model
 
     meta_path = run / "ehr" / "model.json"
     if not meta_path.exists():
