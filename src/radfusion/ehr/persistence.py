@@ -23,7 +23,7 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 
 from radfusion.errors import RadfusionError
-from radfusion.io import LIMITS, atomic_path, regular_file
+from radfusion.io import atomic_path, regular_file
 
 __all__ = ["ALLOWED_LOADERS", "ALLOWED_TYPES", "file_types", "load_model", "save_model"]
 
@@ -42,8 +42,7 @@ ALLOWED_TYPES = frozenset(
         "sklearn.preprocessing._data.StandardScaler",
         "sklearn.preprocessing._label.LabelEncoder",
         "sklearn.linear_model._logistic.LogisticRegression",
-        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
-        "HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
         "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn._loss.loss.HalfBinomialLoss",
