@@ -361,10 +361,8 @@ def fuse(
     ] = None,
 ) -> None:
     """Late fusion of models' predictions into PRED_DIR/<name>.csv (fusion_<strategy>.csv)."""
-    import pandas as pd
-
     from radfusion.data.cohort import load_outcomes
-    from radfusion.fusion import NEEDS_LABELS, fuse_files
+    from radfusion.fusion import NEEDS_LABELS, fuse_files, study_frame
 
     names = _split_list([models])
     if data is not None:
@@ -372,14 +370,7 @@ def fuse(
     elif strategy in NEEDS_LABELS:
         _fail(f"--strategy {strategy} learns on validation labels: pass --data DATA_DIR")
     else:  # mean and max need no labels; the split comes from the first model's file
-        first = (
-            pd.read_csv(pred_dir / f"{names[0]}.csv")
-            if (pred_dir / f"{names[0]}.csv").exists()
-            else None
-        )
-        if first is None or "split" not in first.columns:
-            _fail(f"{pred_dir / (names[0] + '.csv')}: needs a split column, or pass --data")
-        studies = first.set_index("idx")[["split"]].assign(label=-1)
+        studies = study_frame(pred_dir, names[0])
     out = fuse_files(pred_dir, names, strategy, studies, seed=seed, name=name)
     console.print(f"wrote {out}")
 
@@ -636,6 +627,7 @@ def predict_image_command(
         studies,
         ckpt.config,
         batch_size=batch_size,
+        source=checkpoint,
     )
     predictions.insert(2, "split", studies.loc[predictions["idx"], "split"].to_numpy())
     write_csv(predictions, out, float_format="%.8f")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,11 +23,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from radfusion.data.findings import checked_ids
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.predictions import read_predictions
-from radfusion.io import write_csv
+from radfusion.io import quote, read_user_csv, write_csv
 
-__all__ = ["STRATEGIES", "fuse", "fuse_files", "fusion_name", "spreads"]
+__all__ = [
+    "OWN_MODELS",
+    "STRATEGIES",
+    "fuse",
+    "fuse_files",
+    "fusion_name",
+    "output_name",
+    "spreads",
+    "study_frame",
+]
 
 Strategy = Callable[[pd.DataFrame, pd.DataFrame, int], pd.Series]
 EPS = 1e-6
@@ -112,8 +123,55 @@ def fuse(
         )
     if strategy not in NEEDS_LABELS:
         _warn_on_spreads(probs, studies, strategy)
+    not_finite = ~np.isfinite(probs.to_numpy(float))
+    if not_finite.any():
+        rows, cols = np.nonzero(not_finite)
+        raise RadfusionError(
+            f"fusion: model {probs.columns[cols[0]]!r} gave a non-finite probability "
+            f"({probs.iat[rows[0], cols[0]]}) for idx {probs.index[rows[0]]}; "
+            "its predictions are not usable"
+        )
     fused = STRATEGIES[strategy](probs, studies, seed)
     return fused.clip(0.0, 1.0)
+
+
+#: The models whose predictions the benchmark writes itself: never a fusion's output name.
+OWN_MODELS = ("image", "ehr", "slicenet")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def output_name(name: str, inputs: list[str]) -> str:
+    """``name`` if it is a plain model name (letters, digits, ``_.-``; no path separator)
+    that replaces neither an input nor one of the benchmark's own models; else a one-line
+    error."""
+    if not _PLAIN_NAME.match(name) or name in (".", ".."):
+        raise RadfusionError(
+            f"--name {quote(name)}: a model name is letters, digits, '_', '.' or '-' (no "
+            "folder); it names PRED_DIR/<name>.csv, e.g. fusion_mean"
+        )
+    if name in inputs:
+        raise RadfusionError(
+            f"--name {name}: would overwrite the input {name}.csv with the fusion; "
+            "choose another name"
+        )
+    if name in OWN_MODELS:
+        raise RadfusionError(
+            f"--name {name}: {name}.csv holds the benchmark's own {name} model; "
+            "choose another name, e.g. fusion_mean"
+        )
+    return name
+
+
+def study_frame(pred_dir: str | Path, model: str) -> pd.DataFrame:
+    """The studies (indexed by idx, with ``split`` and an unknown ``label`` of -1) of a
+    model's predictions file, for the fusions that need no labels."""
+    path = Path(pred_dir) / f"{model}.csv"
+    frame = read_user_csv(path, f"predictions of model {model!r}", "predictions")
+    if "split" not in frame.columns or "idx" not in frame.columns:
+        raise RadfusionError(f"{path}: needs idx and split columns, or pass --data DATA_DIR")
+    idx = checked_ids(frame, path)
+    split = frame["split"].astype(str).str.strip().str.lower()
+    return pd.DataFrame({"split": split.to_numpy(), "label": -1}, index=pd.Index(idx, name="idx"))
 
 
 def spreads(probs: pd.DataFrame, studies: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -161,6 +219,7 @@ def fuse_files(
     """Read ``PRED_DIR/<model>.csv`` for each model, fuse, write ``<name>.csv`` (by default
     ``fusion_<strategy>.csv``)."""
     pred_dir = Path(pred_dir)
+    out = pred_dir / f"{output_name(name or f'fusion_{strategy}', models)}.csv"
     columns = {}
     for model in models:
         path = pred_dir / f"{model}.csv"
@@ -178,7 +237,6 @@ def fuse_files(
             )
     probs = pd.DataFrame(columns)
     fused = fuse(probs, strategy, studies, seed)
-    out = pred_dir / f"{name or f'fusion_{strategy}'}.csv"
     frame = pd.DataFrame(
         {
             "idx": fused.index,

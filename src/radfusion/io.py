@@ -29,6 +29,7 @@ __all__ = [
     "LIMITS",
     "atomic_path",
     "quote",
+    "read_text",
     "read_user_csv",
     "regular_file",
     "write_csv",
@@ -88,6 +89,15 @@ def regular_file(path: str | os.PathLike, what: str, kind: str | None = None) ->
             f"be ({LIMITS[kind] / _MiB:.0f} MiB); is it the right file?"
         )
     return path
+
+
+def read_text(path: str | os.PathLike, what: str, kind: str = "record") -> str:
+    """A small text file (a record, a config), checked by :func:`regular_file`, as UTF-8."""
+    path = regular_file(path, what, kind)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise RadfusionError(f"{path}: the {what} is not UTF-8 text; re-save it as UTF-8") from None
 
 
 def _encoding_of(head: bytes) -> str | None:

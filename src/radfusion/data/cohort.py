@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radfusion.data.findings import Findings, preview, read_csv_checked
+from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
 from radfusion.data.labels import read_labels
 from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, WINDOW_SLICES
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
@@ -142,7 +142,7 @@ def validate_cohort(
         return ValidationReport(findings.errors, findings.warnings, None)
 
     studies = labels.join(volumes)
-    studies = studies.join(_subgroups(tables["Demographics"]))
+    studies = studies.join(_subgroups(tables["Demographics"], findings))
     studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
     cohort = Cohort(
         root=root,
@@ -217,18 +217,19 @@ def _annotations(root: Path, labels: pd.DataFrame, volumes: pd.DataFrame, findin
     if not {"idx", "slice"} <= set(frame.columns):
         findings.error(f"{path}: needs columns idx and slice, found {list(frame.columns)}")
         return empty
-    frame = frame[["idx", "slice"]].apply(pd.to_numeric, errors="coerce")
-    bad = frame.isna().any(axis=1)
+    (idx, bad_idx), (slices_, bad_slice) = bad_ids(frame["idx"]), bad_ids(frame["slice"])
+    bad = bad_idx | bad_slice
+    frame = pd.DataFrame({"idx": idx, "slice": slices_})
     unknown = ~frame["idx"].isin(labels.index)
     slices = frame["idx"].map(volumes["slices"]).astype(float)
     out_of_range = (frame["slice"] < 0) | (frame["slice"] >= slices.fillna(np.inf))
     for mask, why in (
-        (bad, "non-numeric"),
+        (bad, "that are not whole non-negative numbers"),
         (unknown & ~bad, "for idx not in Labels.csv"),
         (out_of_range & ~bad & ~unknown, "beyond the study's slices"),
     ):
         if mask.any():
-            which = frame.loc[mask, "idx"].dropna().astype(int).unique()
+            which = frame.loc[mask & ~bad_idx, "idx"].unique()
             findings.warn(
                 f"{path}: {int(mask.sum())} annotation(s) {why} (idx {preview(which)}); dropped"
             )
@@ -236,14 +237,27 @@ def _annotations(root: Path, labels: pd.DataFrame, volumes: pd.DataFrame, findin
     return frame[keep].astype(np.int64).sort_values(["idx", "slice"]).reset_index(drop=True)
 
 
-def _subgroups(demographics: pd.DataFrame) -> pd.DataFrame:
-    """The paper's subgroups: gender Female/Male, race White/Others, age >80/<=80."""
+def _subgroups(demographics: pd.DataFrame, findings: Findings) -> pd.DataFrame:
+    """The paper's subgroups: gender Female/Male, race White/Others, age >80/<=80. A study
+    whose value is missing is counted in a warning that says where it goes."""
     female = demographics["Female"] == 1
     male = demographics["Male"] == 1
     gender = np.select([female, male], ["Female", "Male"], "Unknown")
     race = np.where(demographics["White"] == 1, "White", "Others")
     age = demographics["current_age_yrs"]
     age_group = np.where(age.isna(), "Unknown", np.where(age > AGE_CUTOFF, ">80", "<=80"))
+    fates = (
+        ((gender == "Unknown"), "neither Female nor Male set", "gender group 'Unknown'"),
+        (demographics["White"].isna().to_numpy(), "no White value", "race group 'Others'"),
+        (age.isna().to_numpy(), "no current_age_yrs", "age group 'Unknown'"),
+    )
+    for mask, why, fate in fates:
+        if mask.any():
+            which = demographics.index[mask]
+            findings.warn(
+                f"Demographics.csv: {int(mask.sum())} stud(ies) with {why} (idx "
+                f"{preview(which)}) go to the {fate}"
+            )
     return pd.DataFrame(
         {"age": age, "gender": gender, "race": race, "age_group": age_group},
         index=demographics.index,
@@ -288,6 +302,6 @@ def load_outcomes(path: str | os.PathLike) -> pd.DataFrame:
         )
     if findings.errors or labels is None or demographics is None:
         raise CohortError(findings.errors)
-    studies = labels.join(_subgroups(demographics))
+    studies = labels.join(_subgroups(demographics, findings))
     studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
     return studies

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["Findings", "preview", "read_csv_checked", "suggest"]
+from radfusion.errors import RadfusionError
+from radfusion.io import read_user_csv
+
+__all__ = ["Findings", "bad_ids", "checked_ids", "preview", "read_csv_checked", "suggest"]
+
+#: The largest study idx: beyond it a float no longer holds every whole number exactly.
+MAX_IDX = 2**53
 
 
 @dataclass
@@ -26,10 +32,41 @@ class Findings:
 
 
 def preview(values: Iterable, limit: int = 5) -> str:
-    """``1, 2, 3, 4, 5 and 7 more`` - enough to find the rows, short enough to read."""
+    """``1, 2, 3, 4, 5 and 7 more`` - enough to find the rows, short enough to read (each
+    value cut at about 80 characters)."""
     values = list(values)
-    head = ", ".join(str(v) for v in values[:limit])
+    head = ", ".join(_cut(str(v)) for v in values[:limit])
     return head if len(values) <= limit else f"{head} and {len(values) - limit} more"
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} chars)"
+
+
+def bad_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Study ids as int64 and the mask of values that are not ids: an idx is a whole,
+    finite, non-negative number below 2**53 (``inf``, ``1e30``, ``2.7``, ``-3`` and text are
+    not). Where the mask is set, the returned id is meaningless."""
+    number = pd.to_numeric(values, errors="coerce")
+    bad = (
+        number.isna()
+        | ~np.isfinite(number.fillna(0))
+        | (number != np.round(number))
+        | (number < 0)
+        | (number >= MAX_IDX)
+    )
+    return number.where(~bad, 0).astype(np.int64), bad
+
+
+def checked_ids(frame: pd.DataFrame, path: Path, column: str = "idx") -> pd.Series:
+    """``frame[column]`` as int64 study ids, or a one-line error naming the file's lines."""
+    ids, bad = bad_ids(frame[column])
+    if bad.any():
+        raise RadfusionError(
+            f"{path}: {column} must be whole non-negative numbers; line(s) "
+            f"{preview(frame.index[bad] + 2)} have {preview(frame.loc[bad, column].tolist())}"
+        )
+    return ids
 
 
 def suggest(value: str, choices: Iterable[str]) -> str:
@@ -38,20 +75,15 @@ def suggest(value: str, choices: Iterable[str]) -> str:
 
 
 def read_csv_checked(path: Path, findings: Findings, what: str, fix: str) -> pd.DataFrame | None:
-    """Read a CSV, recording a clear error for a missing, empty or unparsable file."""
+    """Read a CSV, recording a clear error for a missing, empty, special, mis-encoded or
+    unparsable file (:func:`radfusion.io.read_user_csv`)."""
     if not path.exists():
         findings.error(f"{path}: {what} not found; {fix}")
         return None
-    if os.path.getsize(path) == 0:
-        findings.error(f"{path}: the file is empty; {fix}")
-        return None
     try:
-        frame = pd.read_csv(path, low_memory=False)
-    except pd.errors.EmptyDataError:
-        findings.error(f"{path}: the file has no header or rows; {fix}")
-        return None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        findings.error(f"{path}: cannot be parsed as CSV ({str(exc).strip()}); {fix}")
+        frame = read_user_csv(path, what, "table", low_memory=False)
+    except RadfusionError as exc:
+        findings.error(f"{exc}; {fix}")
         return None
     if frame.empty:
         findings.error(f"{path}: has a header but no rows; {fix}")

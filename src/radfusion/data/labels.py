@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radfusion.data.findings import Findings, preview, read_csv_checked, suggest
+from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked, suggest
 from radfusion.data.layout import LABEL_COLUMNS, LABELS_FILE, PE_TYPES, SPLITS
 
 __all__ = ["PATIENT_COLUMNS", "read_labels"]
@@ -37,14 +37,14 @@ def read_labels(root: Path, findings: Findings) -> pd.DataFrame | None:
         return None
     rows = frame.index + 2  # file line numbers: header is line 1
 
-    idx = pd.to_numeric(frame["idx"], errors="coerce")
-    bad = idx.isna() | (idx != np.round(idx))
+    idx, bad = bad_ids(frame["idx"])
     if bad.any():
         findings.error(
-            f"{path}: idx must be whole numbers; bad value(s) at line(s) {preview(rows[bad])}"
+            f"{path}: idx must be whole non-negative numbers; line(s) {preview(rows[bad])} "
+            f"have {preview(frame.loc[bad, 'idx'].tolist())}; fix or remove those rows"
         )
         return None
-    frame["idx"] = idx.astype(np.int64)
+    frame["idx"] = idx
     dup = frame["idx"].duplicated(keep=False)
     if dup.any():
         findings.error(
@@ -93,7 +93,10 @@ def read_labels(root: Path, findings: Findings) -> pd.DataFrame | None:
     )
     patient = next((c for c in PATIENT_COLUMNS if c in frame.columns), None)
     if patient is not None:
-        out["patient_id"] = frame[patient].to_numpy()
+        # "P10067 " and "P10067" are one patient: ids are compared stripped.
+        ids = frame[patient]
+        text = ids.map(lambda v: v.strip() if isinstance(v, str) else v)
+        out["patient_id"] = text.to_numpy()
         splits_per_patient = out.groupby("patient_id")["split"].nunique()
         leaked = splits_per_patient[splits_per_patient > 1].index
         if len(leaked):

@@ -5,8 +5,10 @@ Only headers are read when a cohort loads; a volume's voxels are memory-mapped o
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,10 @@ def find_volumes(root: str | os.PathLike) -> dict[int, list[Path]]:
 def read_header(path: str | os.PathLike) -> VolumeHeader:
     """Read a ``.npy`` header; raise ``ValueError`` saying what is wrong with the file."""
     path = Path(path)
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a FIFO, device or folder); give the .npy itself")
+    size = st.st_size
     if size == 0:
         raise ValueError("the file is empty")
     with open(path, "rb") as fh:
@@ -59,12 +64,16 @@ def read_header(path: str | os.PathLike) -> VolumeHeader:
         offset = fh.tell()
     if dtype.hasobject:
         raise ValueError("holds Python objects (pickle), which radfusion never loads")
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    if size < expected:
-        raise ValueError(f"truncated: {size} bytes, the header promises {expected}")
     if len(shape) != 3:
         raise ValueError(f"has shape {shape}; a CT volume must be 3-D (slices, rows, cols)")
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+    if 0 in shape:
+        raise ValueError(f"has shape {shape}: no voxels (a volume needs slices, rows and cols)")
+    expected = offset + math.prod(int(n) for n in shape) * dtype.itemsize  # no overflow
+    if size < expected:
+        raise ValueError(f"truncated: {size} bytes, the header promises {expected}")
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    ):
         raise ValueError(f"has dtype {dtype}; expected integers (HU) or floats")
     if fortran:
         raise ValueError("is stored in Fortran order; save it in C order")

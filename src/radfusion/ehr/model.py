@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radfusion.errors import RadfusionError
+from radfusion.workers import loky_args
 
 __all__ = [
     "EHR_MODELS",
@@ -234,7 +235,7 @@ def tune(
     if len(np.unique(y_train)) < 2 or (not cv and len(np.unique(y_val)) < 2):
         raise RadfusionError("EHR model: train and val each need positive and negative studies")
     jobs = n_jobs or min(os.cpu_count() or 1, len(points))
-    results = Parallel(n_jobs=jobs)(
+    results = Parallel(n_jobs=jobs, **loky_args())(
         delayed(_score)(template, p, x_train, y_train, x_val, y_val, cv, seed) for p in points
     )
     scores = pd.DataFrame(points)

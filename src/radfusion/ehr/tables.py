@@ -20,11 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radfusion.data.findings import Findings, preview, read_csv_checked
+from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
 from radfusion.data.layout import (
+    DEMOGRAPHIC_COLUMNS,
     EHR_TABLES,
     GENDER_COLUMNS,
+    ICD_SUFFIXES,
+    LAB_SUFFIXES,
     MED_SUFFIX_ALIASES,
+    MED_SUFFIXES,
+    VITAL_COLUMNS,
     VITALS_SENTINEL,
 )
 
@@ -67,11 +72,14 @@ def read_release_table(path: Path, name: str, findings: Findings, labels_idx: pd
         findings.error(f"{path}: missing required column(s) {missing}")
         return None
 
-    idx = pd.to_numeric(frame["idx"], errors="coerce")
-    if idx.isna().any():
-        findings.error(f"{path}: non-numeric idx at line(s) {preview(frame.index[idx.isna()] + 2)}")
+    idx, bad = bad_ids(frame["idx"])
+    if bad.any():
+        findings.error(
+            f"{path}: idx must be whole non-negative numbers; line(s) "
+            f"{preview(frame.index[bad] + 2)} have {preview(frame.loc[bad, 'idx'].tolist())}"
+        )
         return None
-    frame["idx"] = idx.astype(np.int64)
+    frame["idx"] = idx
     frame = _resolve_duplicates(path, frame, findings)
 
     features = frame.drop(columns=["idx"])
@@ -90,6 +98,7 @@ def read_release_table(path: Path, name: str, findings: Findings, labels_idx: pd
             )
             features = features.mask(sentinel)
 
+    _missing_columns(path, name, features.columns, findings)
     absent = labels_idx.difference(features.index)
     unknown = features.index.difference(labels_idx)
     if len(absent):
@@ -105,6 +114,34 @@ def read_release_table(path: Path, name: str, findings: Findings, labels_idx: pd
     if len(absent) or len(unknown):
         return None
     return features.reindex(labels_idx)
+
+
+#: Each table's features come in pairs, one column per suffix.
+PAIRED = {
+    "INP_MED": MED_SUFFIXES,
+    "OUT_MED": MED_SUFFIXES,
+    "ICD": ICD_SUFFIXES,
+    "LABS": LAB_SUFFIXES,
+}
+KNOWN = {"Demographics": DEMOGRAPHIC_COLUMNS, "Vitals": VITAL_COLUMNS}
+
+
+def _missing_columns(path: Path, name: str, columns, findings: Findings) -> None:
+    """Warn about a feature column the release has but this copy lacks: a known Vitals or
+    Demographics column, or one half of a pair (``<test>:Value`` without ``<test>:Binary``)."""
+    present = set(columns)
+    if name in KNOWN:
+        missing = [c for c in KNOWN[name] if c not in present]
+    else:
+        suffixes = PAIRED.get(name, ())
+        bases = {c[: -len(x)] for c in present for x in suffixes if c.endswith(x)}
+        missing = sorted(b + x for b in bases for x in suffixes if b + x not in present)
+    if missing:
+        findings.warn(
+            f"{path}: {len(missing)} feature column(s) of the release missing "
+            f"({preview(missing, 3)}); the EHR model is trained without them, and a model "
+            "trained with them refuses this cohort"
+        )
 
 
 def _fix_suffix(column: str) -> str:

@@ -7,11 +7,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from radfusion.data.findings import preview
+from radfusion.data.findings import checked_ids, preview
 from radfusion.errors import RadfusionError
+from radfusion.io import read_user_csv
 
 __all__ = ["collect_prediction_files", "model_order", "read_predictions"]
 
@@ -58,17 +58,13 @@ def read_predictions(
     """Read one model's predictions, checked against the cohort's ``studies`` (indexed by idx).
 
     Returns the probabilities indexed by idx and warnings (val or test studies without a
-    prediction). Raises on a missing column, a duplicated idx, a probability outside [0, 1]
-    or NaN, an idx unknown to the cohort, and an incomplete test set (unless
-    ``allow_missing``).
+    prediction, a ``split`` column that contradicts the cohort's). Raises on a missing
+    column, an idx that is not a whole non-negative number, a duplicated idx, a probability
+    outside [0, 1] or not finite, an idx unknown to the cohort, and an incomplete test set
+    (unless ``allow_missing``).
     """
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RadfusionError(
-            f"{path}: not a readable CSV ({exc}); expected columns idx,prob"
-        ) from exc
+    frame = read_user_csv(path, f"predictions of model {path.stem!r}", "predictions")
     missing = [c for c in ("idx", "prob") if c not in frame.columns]
     if missing:
         raise RadfusionError(
@@ -76,11 +72,7 @@ def read_predictions(
             "(and optionally split)"
         )
     rows = frame.index + 2
-    idx = pd.to_numeric(frame["idx"], errors="coerce")
-    if idx.isna().any() or (idx != np.round(idx)).any():
-        bad = idx.isna() | (idx != np.round(idx))
-        raise RadfusionError(f"{path}: idx must be whole numbers (lines {preview(rows[bad])})")
-    idx = idx.astype(np.int64)
+    idx = checked_ids(frame, path)
     dup = idx.duplicated(keep=False)
     if dup.any():
         raise RadfusionError(
@@ -102,6 +94,15 @@ def read_predictions(
         )
     series = pd.Series(prob.to_numpy(float), index=pd.Index(idx.to_numpy(), name="idx"))
     notes = []
+    if "split" in frame.columns and "split" in studies.columns:
+        theirs = frame["split"].astype(str).str.strip().str.lower().to_numpy()
+        ours = studies.loc[idx.to_numpy(), "split"].to_numpy()
+        differ = theirs != ours
+        if differ.any():
+            notes.append(
+                f"{path}: the split column contradicts Labels.csv for {int(differ.sum())} "
+                f"stud(ies) (idx {preview(idx[differ])}); Labels.csv's split is used"
+            )
     for split in ("val", "test"):
         expected = studies.index[studies["split"] == split]
         absent = expected.difference(series.index)

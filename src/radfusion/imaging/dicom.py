@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion.io import write_csv, write_npy
+from radfusion.workers import die_with_parent
 
 __all__ = ["ImportResult", "SeriesReport", "import_dicom", "read_series"]
 
@@ -239,7 +240,7 @@ def import_dicom(
     tasks = [(r, headers[r.series_uid], out) for r in reports]
     done = []
     if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             for report in pool.map(_import_one, tasks):
                 done.append(report)
                 if on_series:

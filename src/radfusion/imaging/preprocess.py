@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radfusion.data.volumes import detect_intercept, open_volume
+from radfusion.data.volumes import detect_intercept, open_volume, read_header
 from radfusion.errors import RadfusionError
 from radfusion.io import atomic_path, write_json
+from radfusion.workers import die_with_parent
 
 __all__ = ["CacheSummary", "PreprocessParams", "build_cache", "cache_folder", "resize_volume"]
 
@@ -115,6 +116,7 @@ def _build_entry(task) -> tuple[int, str | None]:
 
     torch.set_num_threads(1)  # one process per core; no oversubscription
     try:
+        read_header(source)  # a FIFO, a 0-slice or 2-D array, a bool volume: refused here
         stored = open_volume(source)
         intercept = params.hu_intercept
         if intercept is None:
@@ -193,7 +195,7 @@ def build_cache(
         on_total(len(todo))
     results = []
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             for result in pool.map(_build_entry, todo, chunksize=1):
                 results.append(result)
                 if on_entry:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
+from radfusion.data.findings import suggest
 from radfusion.errors import RadfusionError
+from radfusion.imaging.checkpoints import AtomicCheckpointIO
 from radfusion.imaging.penet import create_model
 from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.windows import EvalWindows, TrainWindows
@@ -37,6 +39,7 @@ __all__ = [
     "Checkpoint",
     "PENetModule",
     "TrainConfig",
+    "TrainingDiverged",
     "focal_loss",
     "load_checkpoint",
     "open_checkpoint",
@@ -86,6 +89,12 @@ class TrainConfig:
 
 
 SELECTIONS = ("best", "last")
+
+
+class TrainingDiverged(RadfusionError):
+    """The training loss became NaN or infinite."""
+
+
 TRAIN_LOCK = ".train.lock"  # held while a training runs in its folder
 
 
@@ -146,6 +155,15 @@ class PENetModule(L.LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
             loss = focal_loss(logits, y.float(), self.cfg.focal_gamma)
+        if not torch.isfinite(loss):
+            # Raised before the step: the weights stay those of the last finite loss, and no
+            # checkpoint of a diverged model is ever written.
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.current_epoch}, batch {batch_idx} (loss "
+                f"{loss.item()}); the checkpoints of the epochs before are kept in "
+                f"{self.trainer.default_root_dir}/checkpoints; train again in a new --out "
+                "with a lower learning rate (--lr)"
+            )
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -266,8 +284,8 @@ def _train_image(
     )
     module = PENetModule(asdict(config), preprocessing)
     module.val_labels = cohort.split("val")["label"].astype(int).to_dict()
-    last = out / "checkpoints" / "last.ckpt"
-    if pretrained is not None and not last.exists():  # a resume keeps its own weights
+    resume = _resume_from(out / "checkpoints")
+    if pretrained is not None and resume is None:  # a resume keeps its own weights
         from radfusion.imaging.pretrained import load_pretrained
 
         report = load_pretrained(module.model, pretrained)
@@ -297,7 +315,9 @@ def _train_image(
         **(trainer_args or {}),
     }
     extra_callbacks = args.pop("callbacks", [])
+    plugins = [AtomicCheckpointIO(), *args.pop("plugins", [])]
     trainer = L.Trainer(
+        plugins=plugins,
         default_root_dir=out,
         max_epochs=config.max_epochs,
         callbacks=[checkpoints, latest, *extra_callbacks],
@@ -316,16 +336,17 @@ def _train_image(
                 module,
                 _loader(train, config),
                 _loader(val, config),
-                ckpt_path=str(last) if last.exists() else None,
+                ckpt_path=str(resume) if resume is not None else None,
             )
         except SystemExit:
             if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its shutdown
                 raise KeyboardInterrupt from None
             raise
     # latest's "best" is its only checkpoint: the final epoch's, under a name with its number.
+    last = out / "checkpoints" / "last.ckpt"
     chosen = (checkpoints if config.select == "best" else latest).best_model_path or str(last)
     model, _ = load_checkpoint(chosen)
-    predictions = predict_studies(model, cache_dir, cohort.studies, config)
+    predictions = predict_studies(model, cache_dir, cohort.studies, config, source=chosen)
     predictions["split"] = cohort.studies.loc[predictions["idx"], "split"].to_numpy()
     from radfusion.io import write_csv
 
@@ -341,16 +362,29 @@ def _train_image(
 RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
 
 
+def _resume_from(folder: Path) -> Path | None:
+    """The checkpoint a rerun resumes from: ``last.ckpt``, or the newest epoch checkpoint when
+    it does not load (set aside, with a warning); None to start afresh."""
+    from radfusion.imaging.checkpoints import best_checkpoint, usable
+
+    last = folder / "last.ckpt"
+    if last.exists() and usable(last):
+        return last
+    return best_checkpoint(folder, "epoch-*.ckpt") if folder.is_dir() else None
+
+
 def _claim_run_dir(out: Path, config: TrainConfig) -> None:
     """Refuse to mix two runs in one folder: a rerun must have the same config (it may only
-    train for more epochs)."""
+    train for more epochs). A folder without checkpoints holds no run yet (a start that
+    failed before training): its record is replaced."""
     import json
 
     from radfusion.io import write_json
 
     record = out / "train_config.json"
     mine = json.loads(json.dumps(asdict(config)))  # tuples -> lists, as stored
-    if record.exists():
+    started = any((out / "checkpoints").glob("*.ckpt"))
+    if record.exists() and started:
         theirs = json.loads(record.read_text())
         differ = sorted(
             k
@@ -374,22 +408,46 @@ class Checkpoint:
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Rebuild a model, its training config and its preprocessing from a checkpoint alone
-    (read once, with weights_only: no pickle)."""
+    (read once, with weights_only: no pickle). A file that is truncated, foreign, of another
+    architecture or shape, with an unknown config key, or with non-finite weights is a
+    one-line error naming it."""
+    from radfusion.imaging.checkpoints import read_checkpoint
+
     path = Path(path)
-    if not path.exists():
-        raise RadfusionError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hp = ckpt.get("hyper_parameters", {})
-    if "config" not in hp:
+    ckpt = read_checkpoint(path)
+    hp = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hp.get("config"), dict):
         raise RadfusionError(f"{path}: not a radfusion PENet checkpoint (no config inside)")
-    config = TrainConfig(**hp["config"])
-    model = create_model(config.model, **config.model_args)
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(hp["config"]) - known)
+    if unknown:
+        raise RadfusionError(
+            f"{path}: the stored config has unknown key(s) {unknown[:3]}"
+            f"{suggest(unknown[0], known)}; it was written by another version, or edited"
+        )
+    try:
+        config = TrainConfig(**hp["config"])
+        model = create_model(config.model, **config.model_args)
+    except (TypeError, ValueError) as exc:
+        raise RadfusionError(f"{path}: the stored model does not build ({exc})") from None
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        detail = str(exc).strip().splitlines()[-1].strip()[:160]
+        raise RadfusionError(f"{path}: weights do not fit {config.model} ({detail})") from None
     if missing or unexpected:
         raise RadfusionError(
             f"{path}: weights do not fit {config.model} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise RadfusionError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}); "
+            "this checkpoint cannot score a study: use another, or train again"
         )
     fields = set(PreprocessParams.__dataclass_fields__)
     prep = {k: v for k, v in (hp.get("preprocessing") or {}).items() if k in fields}
@@ -404,10 +462,17 @@ def load_checkpoint(path: str | os.PathLike):
 
 @torch.inference_mode()
 def predict_studies(
-    model, cache_dir, studies: pd.DataFrame, config: TrainConfig, batch_size: int | None = None
+    model,
+    cache_dir,
+    studies: pd.DataFrame,
+    config: TrainConfig,
+    batch_size: int | None = None,
+    *,
+    source: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Every window of every study; study probability = aggregate over windows; the best
-    window's slice range is returned too."""
+    window's slice range is returned too. A non-finite probability is an error naming the
+    model and its checkpoint ``source``."""
     data = EvalWindows(
         cache_dir, studies, window=config.window, crop=config.crop, stride=config.eval_stride
     )
@@ -420,6 +485,13 @@ def predict_studies(
     for x, idx, start in loader:
         x = x.to(memory_format=fmt)
         probs = torch.sigmoid(model(x).squeeze(1)).float().numpy()
+        if not np.isfinite(probs).all():
+            where = f" ({source})" if source is not None else ""
+            raise RadfusionError(
+                f"{config.model}{where}: a non-finite probability for study "
+                f"{int(idx[~np.isfinite(probs)][0])}; the model's weights or input are broken, "
+                "so no score is written"
+            )
         for i, s, p in zip(idx.tolist(), start.tolist(), probs, strict=True):
             per.setdefault(int(i), []).append((float(p), int(s)))
     rows = []

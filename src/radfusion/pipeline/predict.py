@@ -15,10 +15,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from radfusion.errors import RadfusionError
 from radfusion.fusion import fuse, fusion_name
+from radfusion.io import read_text, read_user_csv
 
 __all__ = ["StudyScore", "image_models", "predict_study", "run_checkpoint", "score_volumes"]
 
@@ -49,28 +51,38 @@ def run_checkpoint(run: Path, model: str = "image") -> Path:
     run's studies, as its stage recorded it (``select``: the best on validation, or the last);
     without a record, the best on validation. The record's file is looked up by name in this
     run folder: its absolute path would lead a moved or copied run to another folder's file."""
+    from radfusion.imaging.checkpoints import best_checkpoint, usable
+
     folder = Path(run) / model / "checkpoints"
-    record = Path(run) / "stages" / f"{model}.json"
-    if record.exists():
-        rec = json.loads(record.read_text())
-        if rec.get("status") == "done" and rec.get("checkpoint"):
-            recorded = folder / Path(rec["checkpoint"]).name
-            if recorded.exists():
-                return recorded
-    found = sorted(folder.glob("best-*.ckpt"))
-    if not found:
+    rec = _record(Path(run) / "stages" / f"{model}.json")
+    if rec.get("status") == "done" and rec.get("checkpoint"):
+        recorded = folder / Path(str(rec["checkpoint"])).name
+        if recorded.exists() and usable(recorded):
+            return recorded
+    found = best_checkpoint(folder) if folder.is_dir() else None
+    if found is None:
         raise RadfusionError(
-            f"{run}: no trained {NAMES.get(model, model)} ({model}/checkpoints/best-*.ckpt); "
-            "run radfusion benchmark first"
+            f"{run}: no readable trained {NAMES.get(model, model)} "
+            f"({model}/checkpoints/best-*.ckpt); run radfusion benchmark first"
         )
-    return found[-1]
+    return found
+
+
+def _record(path: Path) -> dict:
+    """A stage record, or {} when it is absent or not a record (a stranger's run folder)."""
+    if not path.exists():
+        return {}
+    try:
+        rec = json.loads(read_text(path, "stage record"))
+    except ValueError:
+        raise RadfusionError(f"{path}: not a readable stage record; rerun the benchmark") from None
+    return rec if isinstance(rec, dict) else {}
 
 
 def image_models(run: Path) -> tuple[str, ...]:
     """The imaging models a run trained: PENet (``image``), and ``slicenet`` when its stage
     finished."""
-    record = run / "stages" / "slicenet.json"
-    done = record.exists() and json.loads(record.read_text()).get("status") == "done"
+    done = _record(run / "stages" / "slicenet.json").get("status") == "done"
     return ("image", "slicenet") if done else ("image",)
 
 
@@ -78,8 +90,13 @@ def _thresholds(run: Path) -> dict[str, float]:
     path = run / "eval" / "thresholds.csv"
     if not path.exists():
         raise RadfusionError(f"{path}: missing; the run's evaluation stage has not finished")
-    frame = pd.read_csv(path)
-    return dict(zip(frame["model"], frame["threshold"], strict=True))
+    frame = read_user_csv(path, "thresholds file", "record")
+    if not {"model", "threshold"} <= set(frame.columns):
+        raise RadfusionError(f"{path}: needs columns model and threshold; rerun the evaluation")
+    threshold = pd.to_numeric(frame["threshold"], errors="coerce")
+    if not np.isfinite(threshold).all():
+        raise RadfusionError(f"{path}: a threshold that is not a finite number; rerun it")
+    return dict(zip(frame["model"].astype(str), threshold, strict=True))
 
 
 def score_volumes(
@@ -98,7 +115,8 @@ def score_volumes(
     from radfusion.imaging.preprocess import build_cache, cache_folder
     from radfusion.imaging.train import open_checkpoint, predict_studies
 
-    checkpoints = {m: open_checkpoint(run_checkpoint(run, m)) for m in models}
+    paths = {m: run_checkpoint(run, m) for m in models}
+    checkpoints = {m: open_checkpoint(path) for m, path in paths.items()}
     studies = pd.DataFrame(index=pd.Index(list(volumes), name="idx"))
     scores: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
@@ -111,12 +129,22 @@ def score_volumes(
                 summary = build_cache(volumes, tmp, params, workers=workers)
                 if summary.failed:
                     raise RadfusionError(summary.failed[0])
-            scores[model] = predict_studies(ckpt.model, folder, studies, ckpt.config, batch_size)
+            scores[model] = predict_studies(
+                ckpt.model, folder, studies, ckpt.config, batch_size, source=paths[model]
+            )
     return scores
 
 
 def _images(run: Path, volume: Path, hu_intercept: int | None, models: tuple[str, ...]):
     """Each model's (probability, best window) for one volume."""
+    from radfusion.data.volumes import read_header
+
+    try:  # the checks validate makes: a FIFO, a bool, a 2-D or 0-slice array is refused
+        read_header(volume)
+    except FileNotFoundError:
+        raise RadfusionError(f"{volume}: volume not found") from None
+    except (ValueError, OSError) as exc:
+        raise RadfusionError(f"{volume}: {exc}; give a (slices, rows, cols) .npy volume") from None
     scores = score_volumes(run, {0: volume}, hu_intercept=hu_intercept, models=models)
     rows = {m: frame.iloc[0] for m, frame in scores.items()}
     return {
@@ -131,11 +159,14 @@ def _ehr(run: Path, row_csv: Path) -> float:
     meta_path = run / "ehr" / "model.json"
     if not meta_path.exists():
         raise RadfusionError(f"{run}: no EHR model (ehr/model.json); run radfusion benchmark first")
-    names = json.loads(meta_path.read_text())["features"]["names"]
     try:
-        row = pd.read_csv(row_csv)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise RadfusionError(f"{row_csv}: cannot read ({exc})") from None
+        names = json.loads(read_text(meta_path, "EHR model description"))["features"]["names"]
+        names = [str(n) for n in names]
+    except (ValueError, KeyError, TypeError):
+        raise RadfusionError(
+            f"{meta_path}: not the EHR model's description; train it again"
+        ) from None
+    row = read_user_csv(row_csv, "EHR row", "row")
     if len(row) != 1:
         raise RadfusionError(f"{row_csv}: expected one study's row, found {len(row)}")
     missing = [n for n in names if n not in row.columns]
@@ -145,7 +176,11 @@ def _ehr(run: Path, row_csv: Path) -> float:
             "the row needs the release tables' columns (empty cells are imputed)"
         )
     x = check_features(row[names], what=str(row_csv))  # text in a cell is refused
-    return float(load_model(run / "ehr" / "model.skops").predict_proba(x)[0, 1])
+    model_path = run / "ehr" / "model.skops"
+    prob = float(load_model(model_path).predict_proba(x)[0, 1])
+    if not np.isfinite(prob):
+        raise RadfusionError(f"EHR model ({model_path}): a non-finite probability ({prob})")
+    return prob
 
 
 def predict_study(

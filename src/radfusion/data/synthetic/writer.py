@@ -28,6 +28,7 @@ from radfusion.data.synthetic.phantom import sample_phantom, write_phantom
 from radfusion.ehr.features import RAW_STUDIES_FILE, build_features
 from radfusion.ehr.vocabulary import default_vocabulary
 from radfusion.io import atomic_path, write_csv, write_json, write_parquet
+from radfusion.workers import die_with_parent
 
 __all__ = ["SyntheticCohort", "write_synthetic_cohort"]
 
@@ -115,7 +116,7 @@ def write_synthetic_cohort(
     ]
     hits: dict[int, np.ndarray] = {}
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             for idx, slices in pool.map(_write_volume, tasks, chunksize=4):
                 hits[idx] = slices
                 if on_volume:
