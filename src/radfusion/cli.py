@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from radfusion.errors import RadfusionError
-from radfusion.pipeline.demo import SYNTH_MARKER
+from radfusion.errors import RadfusionError, environment_message
+from radfusion.pipeline.demo import claim_synth_folder, finish_synth_folder
 
 app = typer.Typer(
     name="radfusion",
@@ -58,6 +57,11 @@ def command(*args, resumable: bool = False, **kwargs):
                 return fn(*a, **k)
             except RadfusionError as exc:
                 _fail(str(exc))
+            except OSError as exc:
+                message = environment_message(exc)
+                if message is None:
+                    raise
+                _fail(message)
             except KeyboardInterrupt:
                 if not resumable:
                     raise
@@ -104,7 +108,6 @@ def synth(
     """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
     from radfusion.data.synthetic.design import MIN_STUDIES, split_sizes
     from radfusion.data.synthetic.writer import write_synthetic_cohort
-    from radfusion.io import write_json
 
     slice_range = _parse_range(slices)
     if studies < MIN_STUDIES:
@@ -117,12 +120,7 @@ def synth(
         split_sizes(studies, test_studies)
     except ValueError as err:
         _fail(f"--studies {studies} --test-studies {test_studies}: {err}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            _fail(f"{out_dir}: not empty; choose a new folder or pass --overwrite")
-        if not (out_dir / SYNTH_MARKER).exists():
-            _fail(f"{out_dir}: not a synthetic cohort (no {SYNTH_MARKER}); refusing to delete it")
-        shutil.rmtree(out_dir)
+    claim_synth_folder(out_dir, overwrite)
     median = 386 if slice_range is None else sum(slice_range) / 2
     gib = studies * median * size * size * 2 / 2**30
     console.print(f"Writing {studies} studies ({size}x{size}, ~{gib:.1f} GiB) to {out_dir}")
@@ -140,7 +138,8 @@ def synth(
             workers=workers,
             on_volume=lambda _: progress.advance(task),
         )
-    write_json(
+    finish_synth_folder(
+        out_dir,
         {
             "studies": studies,
             "seed": seed,
@@ -150,7 +149,6 @@ def synth(
             "calibre": calibre,
             "test_studies": test_studies,
         },
-        out_dir / SYNTH_MARKER,
     )
     positives = int(cohort.studies["label"].sum())
     console.print(
@@ -397,12 +395,26 @@ def import_dicom_command(
         int, typer.Option(help="Processes, one series at a time each.")
     ] = os.cpu_count() or 1,
     first_idx: Annotated[int, typer.Option(help="idx of the first series.")] = 1,
+    keep_paths: Annotated[
+        bool,
+        typer.Option(
+            help="Write source paths as they are (they may name the patient); by default "
+            "every path component is hashed."
+        ),
+    ] = False,
 ) -> None:
     """Import every axial CT series as {idx}.npy (int16 HU, head to foot)."""
     from radfusion.imaging.dicom import import_dicom
 
     if not dicom_root.is_dir():
         _fail(f"{dicom_root}: not a folder")
+    if keep_paths:
+        console.print(
+            "[yellow]warning:[/] --keep-paths: series.csv and import_report.csv name the "
+            "source files as they are; folder names often carry a patient's name, id or "
+            "birth date: keep these outputs private",
+            highlight=False,
+        )
     with _progress() as progress:
         task = progress.add_task("series", total=None)
         result = import_dicom(
@@ -410,6 +422,7 @@ def import_dicom_command(
             out_dir,
             workers=workers,
             first_idx=first_idx,
+            keep_paths=keep_paths,
             on_total=lambda n: progress.update(task, total=n),
             on_series=lambda _: progress.advance(task),
         )
@@ -822,6 +835,12 @@ def main() -> None:
         app()
     except RadfusionError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        message = environment_message(exc)
+        if message is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -134,7 +134,7 @@ def test_gaps_and_duplicates_import_with_warnings(tmp_path):
     files[2].unlink()  # a missing slice in the middle
     for name in ("693_J2KR.dcm", "693_UNCR.dcm"):  # the same slice twice
         shutil.copy(get_testdata_file(name), src / name)
-    result = import_dicom(src, tmp_path / "out")
+    result = import_dicom(src, tmp_path / "out", keep_paths=True)
     assert len(result.imported) == 2
     report = _report(tmp_path / "out")
     gap = report[report["reason"].str.contains("gap in slice positions")]
@@ -155,7 +155,7 @@ def test_corrupt_truncated_and_undecodable_files_are_reported(tmp_path):
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2: no decoder
     ds.PixelData = encapsulate([b"\x00" * 16])
     ds.save_as(files[0], enforce_file_format=True)
-    result = import_dicom(src, tmp_path / "out")
+    result = import_dicom(src, tmp_path / "out", keep_paths=True)
     report = _report(tmp_path / "out")
     text = " ".join(report["path"]) + " " + " ".join(report["reason"])
     assert "junk.dcm" in text

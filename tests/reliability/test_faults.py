@@ -68,7 +68,8 @@ def test_a_truncated_dicom_file_skips_its_series_with_the_file_named(tmp_path):
         template.save_as(series / f"{s:02d}.dcm")
     victim = series / "05.dcm"
     victim.write_bytes(victim.read_bytes()[:3000])
-    result = runner.invoke(app, ["import-dicom", str(series), str(tmp_path / "out")])
+    args = ["import-dicom", str(series), str(tmp_path / "out"), "--keep-paths"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     # A series with an undecodable slice is not imported with a hole in it: it is skipped,
     # and the report names the file and why.

@@ -9,6 +9,7 @@ import pandas as pd
 
 from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked, suggest
 from radfusion.data.layout import LABEL_COLUMNS, LABELS_FILE, PE_TYPES, SPLITS
+from radfusion.io import quote
 
 __all__ = ["PATIENT_COLUMNS", "read_labels"]
 
@@ -63,7 +64,7 @@ def read_labels(root: Path, findings: Findings) -> pd.DataFrame | None:
     for value in sorted(set(split) - set(SPLITS)):
         where = frame.loc[split == value, "idx"]
         findings.error(
-            f"{path}: split {value!r} for idx {preview(where)} is not one of "
+            f"{path}: split {quote(value)} for idx {preview(where)} is not one of "
             f"{list(SPLITS)}{suggest(value, SPLITS)}"
         )
 

@@ -32,6 +32,7 @@ from radfusion.data.layout import (
     VITAL_COLUMNS,
     VITALS_SENTINEL,
 )
+from radfusion.io import quote
 
 __all__ = ["read_release_table", "read_release_tables"]
 
@@ -181,7 +182,7 @@ def _numeric(path: Path, features: pd.DataFrame, findings: Findings) -> pd.DataF
         if bad.any():
             first = bad.to_numpy().nonzero()[0][0]
             value, idx = features[column].iloc[first], features.index[first]
-            bad_columns.append(f"{column!r} (value {value!r} at idx {idx})")
+            bad_columns.append(f"{quote(column)} (value {quote(value)} at idx {idx})")
         features[column] = converted
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad_columns or non_numeric:

@@ -38,7 +38,7 @@ def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]
         path = Path(source)
         if path.is_dir():
             files.extend(sorted(path.glob("*.csv")))
-        elif path.is_file():
+        elif path.exists():  # a FIFO or device is refused, by name, when it is read
             files.append(path)
         else:
             raise RadfusionError(f"{path}: no such predictions file or folder")

@@ -9,6 +9,7 @@ load is renamed ``*.unreadable``, named in a warning, and never chosen.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -36,8 +37,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        # Serialised in memory first, then written as plain bytes: a full disk is then an
+        # OSError naming the file (torch.save would raise a RuntimeError without the errno).
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -6,14 +6,24 @@ SeriesInstanceUID, checked, ordered by ImagePositionPatient projected on the sli
 JPEG, JPEG-LS, JPEG 2000 and RLE) and rescaled to HU with RescaleSlope/Intercept.
 
 What is not an axial CT image series is skipped with a reason; problems inside a series are
-reported, not raised: every file or series with a problem appears in the import report with
-its path. Patient-identifying attributes are never read into any output; ``series.csv`` holds
-only UIDs, counts and geometry.
+reported, not raised: every file or series with a problem appears in the import report.
+Patient-identifying attributes are never read into any output; ``series.csv`` holds only UIDs,
+counts and geometry.
+
+Paths carry PHI too: exports are often laid out as ``Doe^Archibald_19710123/`` or by patient
+id. So the outputs name a source file by its path relative to the import root with every
+component (folders and the file's name; its extension is kept) replaced by a keyed hash,
+``3f9c01aa/b27e4c10/5d1e99f0.dcm``. The key is drawn afresh for each import and never stored,
+so the names cannot be reversed by hashing guesses; they are consistent within one import's
+``series.csv``, ``import_report.csv`` and messages. ``keep_paths`` writes the paths as they
+are, for a user who needs them and keeps the outputs private.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +36,7 @@ import pandas as pd
 from radfusion.io import write_csv, write_npy
 from radfusion.workers import die_with_parent
 
-__all__ = ["ImportResult", "SeriesReport", "import_dicom", "read_series"]
+__all__ = ["ImportResult", "SeriesReport", "import_dicom", "read_series", "source_namer"]
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -52,6 +62,7 @@ class SeriesReport:
     series_uid: str
     study_uid: str
     files: list[str]
+    names: list[str] = field(default_factory=list)  # how the outputs name each file
     status: str = "imported"  # imported | skipped
     reasons: list[str] = field(default_factory=list)
     idx: int | None = None
@@ -74,6 +85,8 @@ def _scan(path: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    if not path.is_file():  # a FIFO or device would hang the reader
+        return None, "not a regular file"
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SCAN_TAGS)
     except InvalidDicomError:
@@ -131,13 +144,14 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
     order = np.argsort(position, kind="stable")
     if len(order) > 1 and z[order[-1]] > z[order[0]]:
         order = order[::-1]  # head (superior, larger z) first
+    shown = dict(zip(report.files, report.names or report.files, strict=True))
     files = [report.files[i] for i in order]
     pos = position[order]
     keep = np.r_[True, np.abs(np.diff(pos)) > 1e-3]
     if not keep.all():
         dup = [files[i] for i in np.flatnonzero(~keep)]
         report.reasons.append(
-            f"{len(dup)} slice(s) at an already-filled position dropped (e.g. {dup[0]}); "
+            f"{len(dup)} slice(s) at an already-filled position dropped (e.g. {shown[dup[0]]}); "
             "the first file at each position kept"
         )
         files, pos = [f for f, k in zip(files, keep, strict=True) if k], pos[keep]
@@ -149,7 +163,7 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
             where = int(np.argmax(gaps > 1.5 * step))
             report.reasons.append(
                 f"gap in slice positions ({gaps[where]:.2f} mm where {step:.2f} mm is usual) "
-                f"after {files[where]}: missing slice(s)"
+                f"after {shown[files[where]]}: missing slice(s)"
             )
     report.pixel_spacing = tuple(float(v) for v in headers[0].PixelSpacing)
     import pydicom
@@ -162,7 +176,7 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
         except Exception as exc:
             report.status = "skipped"
             report.reasons.append(
-                f"cannot decode {path} ({type(exc).__name__}: {exc}); "
+                f"cannot decode {shown[path]} ({type(exc).__name__}: {exc}); "
                 "install the pylibjpeg plugins or re-export uncompressed"
             )
             return None
@@ -207,11 +221,14 @@ def import_dicom(
     first_idx: int = 1,
     on_series: Callable[[SeriesReport], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    keep_paths: bool = False,
 ) -> ImportResult:
     """Import every axial CT series below ``root`` into ``out_dir``; write ``series.csv`` and
     ``import_report.csv``. Series get idx ``first_idx, first_idx + 1, ...`` in order of
-    (StudyInstanceUID, SeriesInstanceUID)."""
+    (StudyInstanceUID, SeriesInstanceUID). Source paths reach the outputs hashed
+    (:func:`source_namer`) unless ``keep_paths``."""
     root, out = Path(root), Path(out_dir)
+    name_of = source_namer(root, keep_paths)
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[tuple[str, str, object]]] = defaultdict(list)
     unreadable = []
@@ -222,7 +239,7 @@ def import_dicom(
             ds, problem = _scan(path)
             if ds is None:
                 if name != "DICOMDIR":
-                    unreadable.append((str(path), problem))
+                    unreadable.append((name_of(path), problem))
                 continue
             groups[str(ds.SeriesInstanceUID)].append(
                 (str(ds.get("StudyInstanceUID", "")), str(path), ds)
@@ -230,7 +247,10 @@ def import_dicom(
     reports, headers = [], {}
     for series_uid, members in groups.items():
         study_uid = min((s for s, _, _ in members), default="")
-        reports.append(SeriesReport(series_uid, study_uid, [p for _, p, _ in members]))
+        files = [p for _, p, _ in members]
+        reports.append(
+            SeriesReport(series_uid, study_uid, files, names=[name_of(p) for p in files])
+        )
         headers[series_uid] = [h for _, _, h in members]
     reports.sort(key=lambda r: (r.study_uid, r.series_uid))
     for k, report in enumerate(reports):
@@ -256,6 +276,27 @@ def import_dicom(
     result = ImportResult(done, unreadable)
     _write_reports(out, result)
     return result
+
+
+def source_namer(root: Path, keep_paths: bool = False) -> Callable[[str | Path], str]:
+    """How the outputs name a source file below ``root``: its relative path with every
+    component hashed under a key drawn for this import (the extension kept), or the path as it
+    is with ``keep_paths``."""
+    if keep_paths:
+        return str
+    key = secrets.token_bytes(16)
+
+    def component(part: str) -> str:
+        return hashlib.blake2b(part.encode(), key=key, digest_size=4).hexdigest()
+
+    def name(path: str | Path) -> str:
+        relative = Path(os.path.relpath(path, root))
+        parts = [component(p) for p in relative.parts[:-1]]
+        suffix = relative.suffix if relative.suffix.lower() in (".dcm", ".ima", ".dicom") else ""
+        parts.append(component(relative.name) + suffix)
+        return "/".join(parts)
+
+    return name
 
 
 def _write_reports(out: Path, result: ImportResult) -> None:
@@ -298,7 +339,7 @@ def _write_reports(out: Path, result: ImportResult) -> None:
                 continue
             lines.append(
                 {
-                    "path": r.files[0] if r.files else "",
+                    "path": r.names[0] if r.names else "",
                     "series_uid": r.series_uid,
                     "action": "skipped" if r.status == "skipped" else "imported with warning",
                     "reason": reason,

@@ -97,9 +97,15 @@ class _EpochProgress(L.Callback):
 
 
 def _claim(run: Path, data: Path) -> None:
-    """A run folder belongs to one cohort: another one is refused, never mixed in."""
+    """A run folder belongs to one cohort: another one is refused, never mixed in, once a
+    stage has finished there."""
     record = run / "run.json"
-    if record.exists():
+    # A run whose start failed before any stage finished holds nothing of its cohort yet.
+    started = any(
+        StageBook(run).record(p.stem).get("status") == "done"
+        for p in (run / "stages").glob("*.json")
+    )
+    if record.exists() and started:
         theirs = json.loads(record.read_text()).get("data")
         if theirs != str(data):
             raise RadfusionError(

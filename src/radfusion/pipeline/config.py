@@ -17,6 +17,7 @@ import yaml
 
 from radfusion.errors import RadfusionError
 from radfusion.imaging.train import TrainConfig
+from radfusion.io import quote
 
 __all__ = ["SHIPPED_CONFIGS", "BenchmarkConfig", "load_config", "shipped_config_path"]
 
@@ -144,7 +145,7 @@ def _check_type(key: str, default, value, nullable: bool = False):
         ok = isinstance(value, type(default))
     if not ok:
         expected = type(default).__name__ + (" or null" if nullable else "")
-        raise RadfusionError(f"config key {key}: expected {expected}, got {value!r}")
+        raise RadfusionError(f"config key {key}: expected {expected}, got {quote(value)}")
     return value
 
 
@@ -173,7 +174,7 @@ def _merge(target, values: dict, prefix: str = "") -> None:
 def _parse_set(item: str) -> dict:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise RadfusionError(f"--set {item!r}: expected section.key=value, e.g. image.lr=1e-3")
+        raise RadfusionError(f"--set {quote(item)}: expected section.key=value, e.g. image.lr=1e-3")
     value = yaml.safe_load(text) if text.strip() else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}

@@ -16,9 +16,46 @@ from radfusion.errors import RadfusionError
 from radfusion.io import write_json
 from radfusion.locks import exclusive
 
-__all__ = ["DEMO_COHORT", "SYNTH_MARKER", "DemoCohort", "prepare_demo_data"]
+__all__ = [
+    "DEMO_COHORT",
+    "SYNTH_MARKER",
+    "DemoCohort",
+    "claim_synth_folder",
+    "finish_synth_folder",
+    "prepare_demo_data",
+]
 
 SYNTH_MARKER = "synthetic.json"
+#: Present while ``radfusion synth`` writes a folder: a generation that stopped half-way (a
+#: full disk, a kill) is still recognised as ours, and ``--overwrite`` may delete it.
+PARTIAL_MARKER = ".synthetic-partial"
+
+
+def claim_synth_folder(folder: Path, overwrite: bool) -> None:
+    """Make ``folder`` ready for a synthetic cohort: empty, or (with ``overwrite``) emptied
+    when it holds one of ours, finished or not. Anything else is refused in one line."""
+    if folder.exists() and any(folder.iterdir()):
+        ours = (folder / SYNTH_MARKER).exists() or (folder / PARTIAL_MARKER).exists()
+        if not overwrite:
+            state = (
+                "holds a synthetic cohort whose writing stopped half-way"
+                if (folder / PARTIAL_MARKER).exists()
+                else "not empty"
+            )
+            raise RadfusionError(f"{folder}: {state}; choose a new folder or pass --overwrite")
+        if not ours:
+            raise RadfusionError(
+                f"{folder}: not a synthetic cohort (no {SYNTH_MARKER}); refusing to delete it"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json({"started": True}, folder / PARTIAL_MARKER)
+
+
+def finish_synth_folder(folder: Path, description: dict) -> None:
+    """Mark ``folder`` as a complete synthetic cohort described by ``description``."""
+    write_json(description, folder / SYNTH_MARKER)
+    (folder / PARTIAL_MARKER).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

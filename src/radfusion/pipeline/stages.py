@@ -66,7 +66,13 @@ class StageBook:
 
     def record(self, name: str) -> dict:
         path = self._path(name)
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:  # an unreadable record (a stranger's folder) only makes the stage run again
+            rec = json.loads(path.read_text())
+        except (ValueError, OSError):
+            return {}
+        return rec if isinstance(rec, dict) else {}
 
     def is_done(self, name: str, fp: str) -> bool:
         rec = self.record(name)
