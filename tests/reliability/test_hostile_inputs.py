@@ -203,6 +203,28 @@ def test_a_truncated_best_checkpoint_is_set_aside_never_chosen(run_copy):
     assert not bad.exists() and (folder / (bad.name + ".unreadable")).exists()
 
 
+def test_a_truncated_last_checkpoint_resumes_from_the_epoch_before(cached, tmp_path):
+    cohort, folder = cached
+    quiet = {"enable_progress_bar": False, "logger": False}
+    config = TrainConfig(model="penet_tiny", max_epochs=1, windows_per_epoch=8, crop=16)
+    train_image(cohort, folder, tmp_path, config, trainer_args=quiet)
+    checkpoints = tmp_path / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:2000])  # a kill or a full disk half-way
+    import lightning as L
+
+    ran = []
+
+    class Epochs(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            ran.append(trainer.current_epoch)
+
+    config.max_epochs = 2
+    train_image(cohort, folder, tmp_path, config, trainer_args={**quiet, "callbacks": [Epochs()]})
+    assert (checkpoints / "last.ckpt.unreadable").exists()
+    assert ran == [1]  # resumed from epoch 0's checkpoint: epoch 0 was not redone
+
+
 @pytest.mark.parametrize(
     ("damage", "fragment"),
     [

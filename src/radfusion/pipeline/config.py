@@ -17,7 +17,7 @@ import yaml
 
 from radfusion.errors import RadfusionError
 from radfusion.imaging.train import TrainConfig
-from radfusion.io import quote
+from radfusion.io import quote, read_text
 
 __all__ = ["SHIPPED_CONFIGS", "BenchmarkConfig", "load_config", "shipped_config_path"]
 
@@ -197,7 +197,7 @@ def load_config(source: str | Path | None = None, sets: list[str] | None = None)
                 f"{source}: no such config file; shipped configs: {', '.join(SHIPPED_CONFIGS)}"
             )
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(read_text(path, "config file", "config")) or {}
         except yaml.YAMLError as exc:
             raise RadfusionError(f"{path}: not valid YAML ({exc})") from None
         _merge(config, values)
