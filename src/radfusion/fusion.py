@@ -166,7 +166,7 @@ def study_frame(pred_dir: str | Path, model: str) -> pd.DataFrame:
     """The studies (indexed by idx, with ``split`` and an unknown ``label`` of -1) of a
     model's predictions file, for the fusions that need no labels."""
     path = Path(pred_dir) / f"{model}.csv"
-    frame = read_user_csv(path, f"predictions of model {model!r}", "predictions")
+    frame = read_user_csv(path, f"predictions file of model {model!r}", "predictions")
     if "split" not in frame.columns or "idx" not in frame.columns:
         raise RadfusionError(f"{path}: needs idx and split columns, or pass --data DATA_DIR")
     idx = checked_ids(frame, path)

@@ -64,7 +64,7 @@ def read_predictions(
     (unless ``allow_missing``).
     """
     path = Path(path)
-    frame = read_user_csv(path, f"predictions of model {path.stem!r}", "predictions")
+    frame = read_user_csv(path, f"predictions file of model {path.stem!r}", "predictions")
     missing = [c for c in ("idx", "prob") if c not in frame.columns]
     if missing:
         raise RadfusionError(
