@@ -29,7 +29,12 @@ from torch.utils.data import DataLoader
 
 from radfusion.data.findings import suggest
 from radfusion.errors import RadfusionError
-from radfusion.imaging.checkpoints import AtomicCheckpointIO
+from radfusion.imaging.checkpoints import (
+    AtomicCheckpointIO,
+    best_checkpoint,
+    read_checkpoint,
+    usable,
+)
 from radfusion.imaging.penet import create_model
 from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.windows import EvalWindows, TrainWindows
@@ -365,8 +370,6 @@ RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
 def _resume_from(folder: Path) -> Path | None:
     """The checkpoint a rerun resumes from: ``last.ckpt``, or the newest epoch checkpoint when
     it does not load (set aside, with a warning); None to start afresh."""
-    from radfusion.imaging.checkpoints import best_checkpoint, usable
-
     last = folder / "last.ckpt"
     if last.exists() and usable(last):
         return last
@@ -411,8 +414,6 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     (read once, with weights_only: no pickle). A file that is truncated, foreign, of another
     architecture or shape, with an unknown config key, or with non-finite weights is a
     one-line error naming it."""
-    from radfusion.imaging.checkpoints import read_checkpoint
-
     path = Path(path)
     ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters") or {}
