@@ -347,6 +347,16 @@ def test_labels_ids_must_be_finite_whole_numbers(cohort_copy, tmp_path, bad):
     _fails(["validate", cohort_copy], "Labels.csv", "whole non-negative numbers", "line(s) 2")
     _fails(["train-ehr", cohort_copy, "--out", tmp_path / "r"], "whole non-negative")
     assert not (tmp_path / "r").exists()
+    preds = tmp_path / "p"
+    preds.mkdir()
+    pd.DataFrame({"idx": [1, 2], "prob": [0.1, 0.2], "split": "test"}).to_csv(
+        preds / "a.csv", index=False
+    )
+    shutil.copy(preds / "a.csv", preds / "b.csv")
+    args = ["evaluate", "--data", cohort_copy, "--predictions", preds, "--out", tmp_path / "e"]
+    _fails(args, "Labels.csv", "whole non-negative")
+    _fails(["fuse", preds, "--models", "a,b", "--data", cohort_copy], "whole non-negative")
+    assert sorted(p.name for p in preds.iterdir()) == ["a.csv", "b.csv"]
 
 
 def test_an_ehr_idx_that_is_not_whole_is_refused(cohort_copy):
@@ -495,6 +505,19 @@ def test_a_failed_start_does_not_block_the_corrected_rerun(cached, tmp_path):
     good = TrainConfig(model="penet_tiny", max_epochs=1, windows_per_epoch=8, crop=16, lr=1e-3)
     train_image(cohort, folder, tmp_path, good, trainer_args=quiet)
     assert json.loads((tmp_path / "train_config.json").read_text())["lr"] == 1e-3
+
+
+def test_a_benchmark_start_that_failed_does_not_claim_its_folder(tmp_path):
+    from radfusion.pipeline.benchmark import _claim
+    from radfusion.pipeline.stages import StageBook
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _claim(run, tmp_path / "wrong")  # then the cohort was refused: no stage finished
+    _claim(run, tmp_path / "right")
+    StageBook(run).finish("validate", "fp", 0.1)
+    with pytest.raises(RadfusionError, match="holds a benchmark of"):
+        _claim(run, tmp_path / "other")
 
 
 WORKER_PARENT = textwrap.dedent(
