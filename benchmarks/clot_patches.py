@@ -20,8 +20,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 from radfusion.imaging.windows import normalize
+from radfusion.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 
 PATCH = (8, 16, 16)
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from radfusion.data.layout import PE_TYPES
-from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 from radfusion.pipeline.predict import score_volumes
+from radfusion.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 
 
 def main() -> None:

@@ -26,10 +26,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
-from radfusion.data.synthetic.phantom import sample_phantom, write_phantom
 from radfusion.imaging.dicom import import_dicom
 from radfusion.imaging.preprocess import PreprocessParams, build_cache
 from radfusion.imaging.windows import EvalWindows
+from radfusion.synthetic.phantom import sample_phantom, write_phantom
 
 
 def _timed(fn):

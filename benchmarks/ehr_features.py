@@ -18,10 +18,10 @@ import pandas as pd
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
 from radfusion.data.layout import DEMOGRAPHIC_COLUMNS, OUTPATIENT_PREFIX
-from radfusion.data.synthetic.design import design_cohort
-from radfusion.data.synthetic.events import generate_events
 from radfusion.ehr.features import build_features
 from radfusion.ehr.vocabulary import default_vocabulary
+from radfusion.synthetic.design import design_cohort
+from radfusion.synthetic.events import generate_events
 
 
 def baseline(events, studies, vocab, train_idx):

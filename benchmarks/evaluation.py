@@ -18,9 +18,9 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
-from radfusion.data.synthetic.design import design_cohort
 from radfusion.evaluation.evaluate import ATTRIBUTES, evaluate
 from radfusion.evaluation.metrics import THRESHOLD_METRICS, auroc, youden_threshold
+from radfusion.synthetic.design import design_cohort
 
 
 def main() -> None:

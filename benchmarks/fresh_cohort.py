@@ -36,8 +36,6 @@ import pandas as pd
 
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES
-from radfusion.data.synthetic.design import MIN_STUDIES
-from radfusion.data.synthetic.writer import write_synthetic_cohort
 from radfusion.ehr.model import check_features
 from radfusion.ehr.persistence import load_model
 from radfusion.errors import RadfusionError
@@ -50,6 +48,8 @@ from radfusion.io import write_csv
 from radfusion.pipeline.config import load_config
 from radfusion.pipeline.demo import SYNTH_MARKER
 from radfusion.pipeline.predict import image_models, score_volumes
+from radfusion.synthetic.design import MIN_STUDIES
+from radfusion.synthetic.writer import write_synthetic_cohort
 
 OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from radfusion.data.synthetic.phantom import render_phantom, sample_phantom
+from radfusion.synthetic.phantom import render_phantom, sample_phantom
 
 WINDOW = (-100, 900)  # the paper's CTPA window: centre 400, width 1000
 

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from radfusion.data.layout import PE_TYPES
-from radfusion.data.synthetic.phantom import render_with_and_without_emboli, sample_phantom
+from radfusion.synthetic.phantom import render_with_and_without_emboli, sample_phantom
 
 
 def _darkened_per_slice(task) -> tuple[str, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
-from radfusion.data.synthetic.writer import _write_volume
+from radfusion.synthetic.writer import _write_volume
 
 
 def main() -> None:

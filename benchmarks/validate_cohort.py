@@ -21,7 +21,7 @@ from _results import result  # benchmarks/ is on sys.path when a script runs
 from radfusion.data.cohort import validate_cohort
 from radfusion.data.layout import EHR_TABLES, LABELS_FILE
 from radfusion.data.summary import summarize
-from radfusion.data.synthetic.writer import write_synthetic_cohort
+from radfusion.synthetic.writer import write_synthetic_cohort
 
 
 def _time(fn, repeats=3):

@@ -106,8 +106,8 @@ def synth(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier synthetic cohort.")] = False,
 ) -> None:
     """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
-    from radfusion.data.synthetic.design import MIN_STUDIES, split_sizes
-    from radfusion.data.synthetic.writer import write_synthetic_cohort
+    from radfusion.synthetic.design import MIN_STUDIES, split_sizes
+    from radfusion.synthetic.writer import write_synthetic_cohort
 
     slice_range = _parse_range(slices)
     if studies < MIN_STUDIES:

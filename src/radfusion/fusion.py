@@ -25,8 +25,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from radfusion.data.findings import checked_ids
 from radfusion.errors import RadfusionError
-from radfusion.evaluation.predictions import read_predictions
 from radfusion.io import quote, read_user_csv, write_csv
+from radfusion.predictions import read_predictions
 
 __all__ = [
     "OWN_MODELS",

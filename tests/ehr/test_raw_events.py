@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from radfusion.data.layout import EHR_TABLES
-from radfusion.ehr.features import build_features, read_meds, read_raw_studies
+from radfusion.data.meds import read_meds, read_raw_studies
+from radfusion.ehr.features import build_features
 from radfusion.ehr.vocabulary import default_vocabulary
 
 

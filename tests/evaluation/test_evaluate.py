@@ -13,7 +13,7 @@ from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.evaluate import evaluate
 from radfusion.evaluation.metrics import youden_threshold
-from radfusion.evaluation.predictions import read_predictions
+from radfusion.predictions import read_predictions
 
 
 def _cohort(n_val=40, n_test=60, seed=0):
@@ -243,7 +243,7 @@ def test_without_a_pe_type_column_there_is_no_subtype_table():
 
 
 def test_models_sort_in_the_papers_order_then_slicenet_then_the_rest():
-    from radfusion.evaluation.predictions import model_order
+    from radfusion.predictions import model_order
 
     names = ["mine", "fusion_slicenet_max", "slicenet", "fusion_max", "ehr"]
     names += ["fusion_slicenet_mean", "fusion_mean", "image", "fusion_stacked"]

@@ -477,7 +477,7 @@ def test_a_bad_volume_is_named_by_validate_and_predict(
 
 
 def test_a_synth_stopped_half_way_can_be_overwritten(tmp_path, monkeypatch):
-    from radfusion.data.synthetic import writer
+    from radfusion.synthetic import writer
 
     out = tmp_path / "cohort"
     args = ["synth", str(out), "--studies", "60", "--size", "8", "--slices", "24:26"]

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radfusion.data.ehr_tables import read_release_table, read_release_tables
 from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
 from radfusion.data.labels import read_labels
 from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, WINDOW_SLICES
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
-from radfusion.ehr.tables import read_release_table, read_release_tables
 from radfusion.errors import CohortError, RadfusionError
 
 __all__ = ["Cohort", "ValidationReport", "load_outcomes", "validate_cohort"]

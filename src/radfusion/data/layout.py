@@ -78,3 +78,15 @@ MED_SUFFIX_ALIASES = {":Frequency": ":Frequeny"}
 OUTPATIENT_PREFIX = "Outpatient_"
 ICD_SUFFIXES = (":frequency", ":presence")
 LAB_SUFFIXES = (":Binary", ":Value")
+
+#: MEDS code prefix per feature family.
+CODE_PREFIXES = {
+    "inpatient": "INP_MED",
+    "outpatient": "OUT_MED",
+    "icd": "ICD",
+    "lab": "LAB",
+    "vital": "VITAL",
+    "gender": "GENDER",
+    "race": "RACE",
+    "smoking": "SMOKING",
+}

@@ -52,7 +52,7 @@ def _vital_levels(cohort: Cohort) -> dict[str, pd.Series]:
     raw = cohort.root / "raw"
     if not (raw / "data").is_dir():
         return {}
-    from radfusion.ehr.features import latest_values, read_meds, read_raw_studies
+    from radfusion.data.meds import latest_values, read_meds, read_raw_studies
 
     events = read_meds(raw)
     studies = read_raw_studies(raw)

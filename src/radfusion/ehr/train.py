@@ -47,7 +47,8 @@ def feature_matrix(
     if source == "release":
         tables = cohort.ehr
     elif source == "meds":
-        from radfusion.ehr.features import build_features, read_meds, read_raw_studies
+        from radfusion.data.meds import read_meds, read_raw_studies
+        from radfusion.ehr.features import build_features
 
         raw = Path(meds_dir) if meds_dir is not None else cohort.root / "raw"
         studies = read_raw_studies(raw)

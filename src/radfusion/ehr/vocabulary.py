@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from radfusion.data.layout import VITAL_COLUMNS
+from radfusion.data.layout import CODE_PREFIXES, VITAL_COLUMNS
 
 __all__ = [
     "CODE_PREFIXES",
@@ -27,17 +27,6 @@ __all__ = [
 DEFAULT_N_DRUG_CLASSES = 641
 DEFAULT_N_ICD_GROUPS = 141
 
-#: MEDS code prefix per feature family.
-CODE_PREFIXES = {
-    "inpatient": "INP_MED",
-    "outpatient": "OUT_MED",
-    "icd": "ICD",
-    "lab": "LAB",
-    "vital": "VITAL",
-    "gender": "GENDER",
-    "race": "RACE",
-    "smoking": "SMOKING",
-}
 
 NAMED_DRUG_CLASSES = (
     "ANTICOAGULANTS - HEPARIN",

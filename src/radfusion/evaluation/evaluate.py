@@ -361,8 +361,8 @@ def evaluate_files(
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
-    from radfusion.evaluation.predictions import collect_prediction_files, read_predictions
     from radfusion.io import write_csv, write_json
+    from radfusion.predictions import collect_prediction_files, read_predictions
 
     studies = load_outcomes(data_dir)
     predictions, notes = {}, []

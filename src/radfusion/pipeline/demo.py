@@ -96,7 +96,7 @@ def prepare_demo_data(
 
 
 def _prepare(folder, cohort, on_total, on_volume) -> bool:
-    from radfusion.data.synthetic.writer import write_synthetic_cohort
+    from radfusion.synthetic.writer import write_synthetic_cohort
 
     marker = folder / SYNTH_MARKER
     wanted = {**asdict(cohort), "slices": list(cohort.slices), "quirks": False}

@@ -19,8 +19,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from radfusion import __version__
 from radfusion.data.summary import TEST_GROUPS, label_counts, test_group_counts
 from radfusion.errors import RadfusionError
-from radfusion.evaluation.predictions import collect_prediction_files
 from radfusion.io import atomic_path
+from radfusion.predictions import collect_prediction_files
 from radfusion.report import figures
 from radfusion.report.tables import PaperTable, paper_tables, write_tables
 

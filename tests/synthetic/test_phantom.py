@@ -13,7 +13,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radfusion.data.synthetic.phantom import (
+from radfusion.synthetic.phantom import (
     Embolus,
     _Grid,
     _unopacified_beyond,

@@ -22,12 +22,13 @@ from radfusion.data.layout import (
     ORACLE_FILE,
     VITALS_SENTINEL,
 )
-from radfusion.data.synthetic.design import design_cohort
-from radfusion.data.synthetic.events import generate_events
-from radfusion.data.synthetic.phantom import sample_phantom, write_phantom
-from radfusion.ehr.features import RAW_STUDIES_FILE, build_features
+from radfusion.data.meds import RAW_STUDIES_FILE
+from radfusion.ehr.features import build_features
 from radfusion.ehr.vocabulary import default_vocabulary
 from radfusion.io import atomic_path, write_csv, write_json, write_parquet
+from radfusion.synthetic.design import design_cohort
+from radfusion.synthetic.events import generate_events
+from radfusion.synthetic.phantom import sample_phantom, write_phantom
 from radfusion.workers import die_with_parent
 
 __all__ = ["SyntheticCohort", "write_synthetic_cohort"]
@@ -73,7 +74,7 @@ def write_synthetic_cohort(
     ``pe_type``, raw-stored volumes (intercept -1024), studies shorter than one window and
     annotations beyond a study's last slice. ``calibre`` draws the lobar and smaller arteries
     (and their emboli) that many times their true width, for volumes at low resolution (see
-    :func:`~radfusion.data.synthetic.phantom.sample_phantom`). ``test_studies`` sets the test
+    :func:`~radfusion.synthetic.phantom.sample_phantom`). ``test_studies`` sets the test
     split's size, train and val sharing the rest in Table 1's proportions.
     """
     root = Path(out_dir)
@@ -212,7 +213,7 @@ def _write_raw(raw, ehr, studies):
         {
             "dataset_name": "radfusion-synthetic",
             "dataset_version": "1",
-            "etl_name": "radfusion.data.synthetic",
+            "etl_name": "radfusion.synthetic",
             "meds_version": meds.__version__ if hasattr(meds, "__version__") else "0.4",
         },
         raw / "metadata" / "dataset.json",

@@ -9,8 +9,8 @@ import pytest
 
 from radfusion.data import Cohort
 from radfusion.data.summary import summarize
-from radfusion.data.synthetic.design import PAPER, PAPER_TEST_GROUPS
-from radfusion.data.synthetic.writer import write_synthetic_cohort
+from radfusion.synthetic.design import PAPER, PAPER_TEST_GROUPS
+from radfusion.synthetic.writer import write_synthetic_cohort
 
 #: Table 1's overall column (the per-split targets are in ``PAPER``).
 OVERALL = {

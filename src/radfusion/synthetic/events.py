@@ -34,8 +34,8 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from radfusion.data.layout import SPLITS
-from radfusion.data.synthetic.design import PAPER, ddimer_positive_count
 from radfusion.ehr.vocabulary import LAB_TESTS, Vocabulary
+from radfusion.synthetic.design import PAPER, ddimer_positive_count
 
 __all__ = ["SyntheticEHR", "generate_events"]
 
