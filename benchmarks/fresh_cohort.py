@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radfusion.config import load_config
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES
 from radfusion.ehr.model import check_features
@@ -45,10 +46,9 @@ from radfusion.evaluation.evaluate import auroc_summary
 from radfusion.evaluation.metrics import auroc
 from radfusion.fusion import fuse, fusion_name
 from radfusion.io import write_csv
-from radfusion.pipeline.config import load_config
-from radfusion.pipeline.demo import SYNTH_MARKER
 from radfusion.pipeline.predict import image_models, score_volumes
 from radfusion.synthetic.design import MIN_STUDIES
+from radfusion.synthetic.folder import SYNTH_MARKER
 from radfusion.synthetic.writer import write_synthetic_cohort
 
 OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own

@@ -17,7 +17,7 @@ import time
 import torch
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
-from radfusion.imaging.penet import create_model
+from radfusion.imaging.registry import create_model
 
 
 def _rate(fn, windows: int, repeats: int) -> float:

@@ -17,8 +17,8 @@ import time
 import torch
 
 from _results import result  # benchmarks/ is on sys.path when a script runs
-from radfusion.imaging.penet import create_model
-from radfusion.imaging.train import focal_loss
+from radfusion.imaging.module import focal_loss
+from radfusion.imaging.registry import create_model
 
 ANCHOR = {"window": 0.52, "train_step": 4.4, "study": 8.3}
 GFLOP_PER_WINDOW = 65.7  # PENet-50 on a 24 x 192 x 192 window (the anchor's count)

@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from _results import result
-from radfusion.imaging.penet import create_model
+from radfusion.imaging.registry import create_model
 
 
 class PlainCNN(nn.Module):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from radfusion.config import load_config
 from radfusion.pipeline.benchmark import run_benchmark
-from radfusion.pipeline.config import load_config
 from radfusion.synthetic.writer import write_synthetic_cohort
 
 SMALL = {"n_studies": 60, "seed": 7, "size": 16, "slice_range": (30, 40)}

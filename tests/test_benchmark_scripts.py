@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from radfusion.pipeline.demo import SYNTH_MARKER
+from radfusion.synthetic.folder import SYNTH_MARKER
 
 from .conftest import SMALL
 

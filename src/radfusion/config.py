@@ -56,6 +56,9 @@ class PreprocessSection(Section):
     hu_intercept: Literal[0, -1024] | None = None  # None: detected per volume (the air peak)
     workers: int = Field(2, ge=1)
 
+    def fingerprint(self) -> dict:
+        return self.model_dump(exclude={"workers"})  # more processes, the same cache
+
 
 class EHRSection(Section):
     model: str = "elasticnet"  # elasticnet (the paper's) or hgb: radfusion.ehr.model's registry

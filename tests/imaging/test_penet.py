@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from radfusion.errors import RadfusionError
-from radfusion.imaging.penet import create_model
+from radfusion.imaging.registry import create_model
 
 
 def test_penet_50_has_28_4_million_parameters():

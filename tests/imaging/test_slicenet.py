@@ -10,9 +10,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from radfusion.config import TrainConfig
 from radfusion.errors import RadfusionError
-from radfusion.imaging.penet import create_model
-from radfusion.imaging.train import TrainConfig, open_checkpoint, train_image
+from radfusion.imaging.inference import open_checkpoint
+from radfusion.imaging.registry import create_model
+from radfusion.imaging.trainer import train_image
 from radfusion.imaging.windows import normalize
 
 warnings.filterwarnings("ignore", module="lightning")

@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from radfusion.imaging.penet import create_model
-from radfusion.imaging.train import (
-    TrainConfig,
-    focal_loss,
-    load_checkpoint,
-    open_checkpoint,
-    train_image,
-)
+from radfusion.config import TrainConfig
+from radfusion.imaging.inference import load_checkpoint, open_checkpoint
+from radfusion.imaging.module import focal_loss
+from radfusion.imaging.registry import create_model
+from radfusion.imaging.trainer import train_image
 
 warnings.filterwarnings("ignore", module="lightning")
 
@@ -247,7 +244,7 @@ def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
     import csv
 
     from radfusion.errors import RadfusionError
-    from radfusion.imaging.train import predict_studies
+    from radfusion.imaging.inference import predict_studies
 
     cohort, folder = cached
     config = TrainConfig(max_epochs=4, select="last", **CFG)
@@ -280,7 +277,7 @@ def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
 
 def test_loss_choice_is_checked():
     from radfusion.errors import RadfusionError
-    from radfusion.imaging.train import PENetModule
+    from radfusion.imaging.module import PENetModule
 
     PENetModule(asdict(TrainConfig(loss="bce")))
     with pytest.raises(RadfusionError, match="unknown loss 'mse'"):
@@ -290,7 +287,7 @@ def test_loss_choice_is_checked():
 @pytest.mark.parametrize("threshold", [1, 4])
 def test_the_positive_window_threshold_reaches_the_sampler(cached, threshold):
     """``min_abnormal_slices`` decides a window's label: counted here from the annotations."""
-    from radfusion.imaging.train import training_windows
+    from radfusion.imaging.datamodule import training_windows
 
     cohort, folder = cached
     config = TrainConfig(crop=12, windows_per_epoch=300, min_abnormal_slices=threshold)

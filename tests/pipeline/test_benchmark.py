@@ -12,13 +12,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from radfusion.config import load_config
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.benchmark import STAGES, Reporter, run_benchmark
-from radfusion.pipeline.config import load_config
+from radfusion.pipeline.benchmark import STAGES as DECLARED
+from radfusion.pipeline.benchmark import Reporter, run_benchmark
 
 from ..conftest import TINY, tiny_cli
 
 FUSIONS_MEAN = {"fusion_mean", "fusion_slicenet_mean"}
+
+
+STAGES = [stage.name for stage in DECLARED]
 
 
 def _statuses(run):
@@ -186,7 +190,7 @@ def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_
 
 
 def test_the_benchmark_runs_on_a_cohort_with_every_release_quirk(quirky_cohort, tmp_path):
-    from radfusion.pipeline.config import load_config
+    from radfusion.config import load_config
 
     config = load_config(None, [*TINY, "fusion.strategies=[mean]"])
     result = run_benchmark(quirky_cohort, tmp_path / "run", config)

@@ -5,16 +5,16 @@ from dataclasses import asdict, replace
 import pytest
 import yaml
 
+from radfusion.config import Config, load_config, shipped_config_path
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.config import BenchmarkConfig, load_config, shipped_config_path
 
 
 def test_the_shipped_paper_config_spells_out_the_defaults():
     text = shipped_config_path("paper").read_text()
-    assert load_config("paper") == BenchmarkConfig()
+    assert load_config("paper") == Config()
     # Every key of the config appears in the file: nothing is left to a hidden default.
     written = yaml.safe_load(text)
-    for section, values in asdict(BenchmarkConfig()).items():
+    for section, values in asdict(Config()).items():
         if isinstance(values, dict):
             missing = (
                 set(values)
@@ -76,7 +76,7 @@ def test_set_parses_yaml_values_and_nested_keys(tmp_path):
     path.write_text("image:\n  max_epochs: 7\n")
     c = load_config(path, ["image.max_epochs=9"])  # the command line wins over the file
     assert c.image.max_epochs == 9 and c.image.model == "penet_50"
-    assert load_config(None, []).to_yaml() == BenchmarkConfig().to_yaml()
+    assert load_config(None, []).to_yaml() == Config().to_yaml()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 
 from radfusion.data.cohort import Cohort
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.demo import DEMO_COHORT, SYNTH_MARKER, prepare_demo_data
+from radfusion.pipeline.demo import DEMO_COHORT, prepare_demo_data
+from radfusion.synthetic.folder import SYNTH_MARKER
 
 SMALL = replace(DEMO_COHORT, studies=66, test_studies=12, size=16, slices=(24, 28), workers=1)
 

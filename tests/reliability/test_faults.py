@@ -159,7 +159,7 @@ def test_a_changed_config_never_mixes_with_the_old_run(benchmark_run, tmp_path):
     data, run, _ = benchmark_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    from radfusion.pipeline.config import load_config
+    from radfusion.config import load_config
 
     result = run_benchmark(data, copy, load_config(None, [*TINY, "image.lr=0.05"]))
     assert result.statuses["image"] == "ran" and result.statuses["ehr"] == "skipped"
@@ -236,10 +236,11 @@ def test_a_second_demo_is_refused_before_it_spoils_the_first(tmp_path):
 def test_a_second_training_in_a_busy_folder_is_refused(small_cohort, tmp_path):
     """``train-image`` and ``train-ehr`` run alone hold their --out folder as the benchmark
     does: a second training there is refused before it writes anything."""
+    from radfusion.config import TrainConfig
     from radfusion.data import Cohort
     from radfusion.ehr.train import TRAIN_LOCK as EHR_LOCK
     from radfusion.ehr.train import train_ehr
-    from radfusion.imaging.train import TRAIN_LOCK, TrainConfig, train_image
+    from radfusion.imaging.trainer import TRAIN_LOCK, train_image
 
     cohort = Cohort.load(small_cohort)
     out = tmp_path / "run"

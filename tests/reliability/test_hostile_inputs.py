@@ -25,10 +25,12 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from radfusion.cli import app
+from radfusion.config import TrainConfig
 from radfusion.data import Cohort, validate_cohort
 from radfusion.errors import RadfusionError
 from radfusion.imaging import train as train_module
-from radfusion.imaging.train import TrainConfig, TrainingDiverged, train_image
+from radfusion.imaging.module import TrainingDiverged
+from radfusion.imaging.trainer import train_image
 from radfusion.pipeline.predict import run_checkpoint
 
 runner = CliRunner()

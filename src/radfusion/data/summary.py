@@ -11,7 +11,14 @@ import pandas as pd
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import PE_TYPES, SPLITS
 
-__all__ = ["DDIMER_POSITIVE", "TEST_GROUPS", "label_counts", "summarize", "test_group_counts"]
+__all__ = [
+    "DDIMER_POSITIVE",
+    "TEST_GROUPS",
+    "label_counts",
+    "summarize",
+    "summary_payload",
+    "test_group_counts",
+]
 
 #: D-dimer at or above 0.5 ug/mL FEU (500 ng/mL) counts as positive.
 DDIMER_POSITIVE = 0.5
@@ -89,6 +96,17 @@ def test_group_counts(studies: pd.DataFrame) -> tuple[dict[str, int], dict[str, 
         {g: int((test[a] == g).sum()) for a, g in TEST_GROUPS},
         {g: int((kept[a] == g).sum()) for a, g in TEST_GROUPS},
     )
+
+
+def summary_payload(summary: dict[str, Any], report) -> dict[str, Any]:
+    """``radfusion validate --json``: the summary, then the validation's warnings and errors."""
+    return {
+        "splits": summary.get("splits", {}),
+        "test_groups": summary.get("test_groups", {}),
+        **{k: v for k, v in summary.items() if k not in ("splits", "test_groups")},
+        "warnings": report.warnings,
+        "errors": report.errors,
+    }
 
 
 def summarize(cohort: Cohort) -> dict[str, Any]:

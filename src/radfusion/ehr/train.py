@@ -28,6 +28,7 @@ from radfusion.ehr.persistence import save_model
 from radfusion.errors import RadfusionError
 from radfusion.io import write_csv, write_json
 from radfusion.locks import exclusive
+from radfusion.rundir import RunDir
 
 __all__ = ["FEATURE_SOURCES", "EHRRun", "feature_matrix", "train_ehr"]
 
@@ -95,7 +96,7 @@ def train_ehr(
 
 
 def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs) -> EHRRun:
-    out = Path(out_dir)
+    run = RunDir(out_dir)
     x, owner = feature_matrix(cohort, features, meds_dir)
     y = cohort.studies["label"].to_numpy()
     split = cohort.studies["split"].to_numpy()
@@ -109,11 +110,11 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
     predictions = pd.DataFrame({"idx": cohort.studies.index, "prob": prob, "split": split})
     val_auroc = float(roc_auc_score(y[val], prob[val]))
 
-    write_csv(predictions, out / "predictions" / "ehr.csv", float_format="%.8f")
-    save_model(result.model, out / "ehr" / "model.skops")
-    write_csv(result.scores, out / "ehr" / "grid.csv")
+    write_csv(predictions, run.prediction("ehr"), float_format="%.8f")
+    save_model(result.model, run.ehr_model)
+    write_csv(result.scores, run.ehr_grid)
     if model == "elasticnet":
-        write_csv(linear_importance(result.model, owner), out / "ehr" / "importance.csv")
+        write_csv(linear_importance(result.model, owner), run.ehr_importance)
     write_json(
         {
             "model": model,
@@ -126,6 +127,6 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
             "notes": result.notes,
             "radfusion_version": __version__,
         },
-        out / "ehr" / "model.json",
+        run.ehr_meta,
     )
     return EHRRun(predictions, val_auroc, result.params, result.notes)

@@ -363,6 +363,7 @@ def evaluate_files(
     from radfusion.data.cohort import load_outcomes
     from radfusion.io import write_csv, write_json
     from radfusion.predictions import collect_prediction_files, read_predictions
+    from radfusion.rundir import EvalDir
 
     studies = load_outcomes(data_dir)
     predictions, notes = {}, []
@@ -373,12 +374,12 @@ def evaluate_files(
         notes.extend(file_notes)
     result = evaluate(studies, predictions, n_boot=n_boot, seed=seed)
     result.notes = notes + result.notes
-    out = Path(out_dir)
+    out = EvalDir(Path(out_dir))
     # What the report needs to draw curves and the cohort summary, without the data folder.
     outcomes = studies.loc[
         :, ["label", "pe_type", "split", "non_subsegmental", "gender", "race", "age_group"]
     ]
-    write_csv(outcomes.reset_index(), out / "outcomes.csv")
+    write_csv(outcomes.reset_index(), out.outcomes)
     write_json(
         {
             "data": str(data_dir),
@@ -389,13 +390,10 @@ def evaluate_files(
             "models": list(predictions),
             "notes": result.notes,
         },
-        out / "evaluation.json",
+        out.meta,
     )
-    write_csv(result.metrics, out / "metrics.csv", float_format="%.6g")
-    write_csv(result.thresholds, out / "thresholds.csv", float_format="%.6g")
-    write_csv(result.fairness, out / "fairness.csv", float_format="%.6g")
-    write_csv(result.comparisons, out / "comparisons.csv", float_format="%.6g")
-    write_csv(result.subtypes, out / "subtypes.csv", float_format="%.6g")
+    for table in EvalDir.TABLES:
+        write_csv(getattr(result, table), getattr(out, table), float_format="%.6g")
     return result
 
 

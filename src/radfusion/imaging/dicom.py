@@ -33,10 +33,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radfusion.errors import RadfusionError
 from radfusion.io import write_csv, write_npy
 from radfusion.workers import die_with_parent
 
-__all__ = ["ImportResult", "SeriesReport", "import_dicom", "read_series", "source_namer"]
+__all__ = [
+    "KEEP_PATHS_WARNING",
+    "ImportResult",
+    "SeriesReport",
+    "import_dicom",
+    "read_series",
+    "source_namer",
+]
+
+KEEP_PATHS_WARNING = (
+    "--keep-paths: series.csv and import_report.csv name the source files as they are; folder "
+    "names often carry a patient's name, id or birth date: keep these outputs private"
+)
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -79,6 +92,16 @@ class ImportResult:
     @property
     def imported(self) -> list[SeriesReport]:
         return [s for s in self.series if s.status == "imported"]
+
+    def describe(self) -> str:
+        """One line: what the import did."""
+        skipped = [s for s in self.series if s.status != "imported"]
+        warned = [s for s in self.imported if s.reasons]
+        return (
+            f"imported {len(self.imported)} series ({len(warned)} with warnings), "
+            f"skipped {len(skipped)}, ignored {len(self.unreadable)} non-DICOM or "
+            "unreadable file(s)"
+        )
 
 
 def _scan(path: Path):
@@ -228,6 +251,8 @@ def import_dicom(
     (StudyInstanceUID, SeriesInstanceUID). Source paths reach the outputs hashed
     (:func:`source_namer`) unless ``keep_paths``."""
     root, out = Path(root), Path(out_dir)
+    if not root.is_dir():
+        raise RadfusionError(f"{root}: not a folder; give the top of a tree of DICOM files")
     name_of = source_namer(root, keep_paths)
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[tuple[str, str, object]]] = defaultdict(list)

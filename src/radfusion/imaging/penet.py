@@ -1,4 +1,4 @@
-"""PENet: the 3-D ResNeXt-style CNN of the imaging-only model, and a registry of its sizes.
+"""PENet: the 3-D ResNeXt-style CNN of the imaging-only model, in three registered sizes.
 
 Written from the architecture's description (see docs): a stem (7x7x7 convolution with stride
 (1, 2, 2), GroupNorm, LeakyReLU, 3x3x3 max-pool), four stages of bottleneck blocks with grouped
@@ -14,26 +14,17 @@ channels), which computes the same thing with a third of the stem's work.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from radfusion.errors import RadfusionError
+from radfusion.imaging.registry import register_model
 
-__all__ = [
-    "MODELS",
-    "NORMS",
-    "SHORTCUTS",
-    "PENet",
-    "PENetConfig",
-    "create_model",
-    "register_model",
-]
+__all__ = ["NORMS", "SHORTCUTS", "PENet", "PENetConfig", "penet_50", "penet_small", "penet_tiny"]
 
 SHORTCUTS = ("conv", "maxpool")
 NORMS = ("group", "batch")
@@ -212,23 +203,6 @@ class PENet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-MODELS: dict[str, Callable[..., PENet]] = {}
-
-
-def register_model(fn: Callable[..., PENet]) -> Callable[..., PENet]:
-    MODELS[fn.__name__] = fn
-    return fn
-
-
-def create_model(name: str, **overrides) -> PENet:
-    """Build a registered model; ``overrides`` replace fields of its config."""
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise RadfusionError(f"unknown model {name!r}{hint}; known: {sorted(MODELS)}")
-    return MODELS[name](**overrides)
-
-
 def _build(base: PENetConfig, overrides: dict) -> PENet:
     fields = set(PENetConfig.__dataclass_fields__)
     unknown = set(overrides) - fields
@@ -271,7 +245,3 @@ def penet_tiny(**overrides) -> PENet:
         ),
         overrides,
     )
-
-
-# Other imaging models register themselves in MODELS on import.
-from radfusion.imaging import slicenet as _slicenet  # noqa: E402, F401

@@ -164,6 +164,15 @@ class CacheSummary:
     def nothing_to_do(self) -> bool:
         return not (self.built or self.rebuilt or self.failed)
 
+    def describe(self) -> str:
+        """One line: what this build did."""
+        if self.nothing_to_do:
+            return f"cache complete, nothing to do: {len(self.complete)} entries"
+        return (
+            f"built {len(self.built)}, rebuilt {len(self.rebuilt)}, already complete "
+            f"{len(self.complete)}, failed {len(self.failed)}"
+        )
+
 
 def build_cache(
     volumes: dict[int, str | os.PathLike],

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from radfusion.errors import RadfusionError
-from radfusion.imaging.penet import register_model
+from radfusion.imaging.registry import register_model
 
-__all__ = ["SliceNet", "SliceNetConfig"]
+__all__ = ["SliceNet", "SliceNetConfig", "slicenet"]
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,10 @@
 """``radfusion benchmark``: every stage of the paper on one cohort, cached and resumable.
 
-validate -> preprocess -> ehr -> image -> slicenet -> fusion -> evaluate -> report (slicenet
-only when ``slicenet.enabled``; its fusions with the EHR are ``fusion_slicenet_<strategy>``).
-Each stage's fingerprint (see :mod:`radfusion.pipeline.stages`) covers its own parameters and
-everything upstream, so a changed parameter reruns that stage and what depends on it, nothing else.
-
-Run folder::
-
-    RUN_DIR/config.yaml        the configuration used (written every run)
-    RUN_DIR/.benchmark.lock    held while a benchmark runs here: a second one is refused
-    RUN_DIR/benchmark.log      every stage's messages, appended
-    RUN_DIR/stages/*.json      fingerprints and status
-    RUN_DIR/cache/             the CT cache (keyed by its preprocessing parameters)
-    RUN_DIR/ehr/, image/       the EHR model, PENet checkpoints and logs
-    RUN_DIR/slicenet/          SliceNet's checkpoints and logs (when enabled)
-    RUN_DIR/predictions/       ehr.csv, image.csv, [slicenet.csv], fusion_*.csv, any extra model
-    RUN_DIR/eval/, report/     metrics, fairness, comparisons; report.html
+The benchmark is the list :data:`STAGES`: validate -> preprocess -> ehr -> image -> slicenet
+(when ``slicenet.enabled``) -> fusion -> evaluate -> report. Each stage declares what it is
+computed from (:class:`radfusion.pipeline.stages.Stage`), so a changed parameter reruns that
+stage and what depends on it, nothing else. Adding a model or a task is one more entry. The run
+folder's layout is :class:`radfusion.rundir.RunDir`'s.
 """
 
 from __future__ import annotations
@@ -23,56 +12,35 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 
-from radfusion.data.cohort import validate_cohort
-from radfusion.ehr.train import train_ehr
+from radfusion.config import Config
+from radfusion.data.cohort import Cohort, validate_cohort
 from radfusion.errors import CohortError, RadfusionError
-from radfusion.evaluation.evaluate import auroc_summary, evaluate_files
-from radfusion.fusion import fuse_files, fusion_name
-from radfusion.imaging.preprocess import (
-    PreprocessParams,
-    build_cache,
-    cache_folder,
-    cohort_volumes,
-)
-from radfusion.imaging.train import train_image
+from radfusion.fusion import OWN_MODELS
 from radfusion.io import atomic_path, write_json
 from radfusion.locks import exclusive
-from radfusion.pipeline.config import BenchmarkConfig
-from radfusion.pipeline.stages import StageBook, file_signature, fingerprint, tree_signature
-from radfusion.report.html import write_report
+from radfusion.pipeline import steps
+from radfusion.pipeline.runlog import run_log
+from radfusion.pipeline.stages import (
+    Stage,
+    StageBook,
+    StageReporter,
+    file_signature,
+    run_stages,
+    tree_signature,
+)
+from radfusion.rundir import RunDir
 
 __all__ = ["STAGES", "BenchmarkResult", "Reporter", "run_benchmark"]
 
-STAGES = ("validate", "preprocess", "ehr", "image", "slicenet", "fusion", "evaluate", "report")
-# Prediction files the benchmark writes itself (plus fusion_*).
-PRODUCED = ("ehr", "image", "slicenet")
-LOCK = ".benchmark.lock"  # held while a benchmark runs in the folder
 log = logging.getLogger("radfusion")
 
-
-class Reporter:
-    """What a front end hears about (the CLI draws progress bars; tests stay silent)."""
-
-    def stage(self, name: str, status: str, seconds: float = 0.0) -> None:
-        """``status``: running, resumed, done or skipped."""
-
-    def total(self, n: int) -> None:
-        """The current stage has ``n`` steps."""
-
-    def advance(self, n: int = 1) -> None: ...
-
-
-class _BelowWarning(logging.Filter):
-    def filter(self, record):
-        return record.levelno >= logging.WARNING
+Reporter = StageReporter  # what a front end implements to hear about the stages
 
 
 @dataclass
@@ -83,276 +51,220 @@ class BenchmarkResult:
     report: Path
 
 
-class _EpochProgress(L.Callback):
-    def __init__(self, reporter: Reporter):
-        self.reporter = reporter
+@dataclass
+class Context:
+    """What every stage's run function may read."""
 
-    def on_fit_start(self, trainer, pl_module):
-        self.reporter.total(trainer.max_epochs)
-        for _ in range(trainer.current_epoch):
-            self.reporter.advance()  # a resumed run starts part-way
+    data: Path
+    run: RunDir
+    config: Config
+    reporter: StageReporter
+    trainer_args: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    cohort: Cohort | None = None
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.reporter.advance()
+
+def _validate(ctx: Context) -> dict:
+    for warning in ctx.warnings:
+        log.warning("%s", warning)
+    return {"studies": len(ctx.cohort.studies), "warnings": len(ctx.warnings)}
 
 
-def _claim(run: Path, data: Path) -> None:
+def _preprocess(ctx: Context) -> dict:
+    summary = steps.preprocess_cohort(
+        ctx.cohort,
+        ctx.run.cache,
+        ctx.config.preprocess,
+        on_total=ctx.reporter.total,
+        on_entry=lambda _: ctx.reporter.advance(),
+    )
+    if summary.failed:
+        idx, error = next(iter(summary.failed.items()))
+        raise RadfusionError(
+            f"{len(summary.failed)} volume(s) could not be preprocessed; first: idx {idx}: {error}"
+        )
+    return {"built": len(summary.built), "complete": len(summary.complete)}
+
+
+def _ehr(ctx: Context) -> dict:
+    result = steps.train_ehr_model(ctx.cohort, ctx.run, ctx.config.ehr, ctx.config.seed)
+    return {"val_auroc": result.val_auroc}
+
+
+def _imaging(name: str):
+    def work(ctx: Context) -> dict:
+        from radfusion.pipeline.progress import EpochProgress
+
+        extra = dict(ctx.trainer_args)
+        callbacks = [EpochProgress(ctx.reporter), *extra.pop("callbacks", [])]
+        chosen, _ = steps.train_image_model(
+            ctx.cohort,
+            ctx.run,
+            name,
+            getattr(ctx.config, name),
+            ctx.config.seed,
+            ctx.config.preprocess,
+            trainer_args={"enable_progress_bar": False, **extra, "callbacks": callbacks},
+        )
+        return {"checkpoint": str(chosen)}
+
+    return work
+
+
+def _trained_images(config: Config) -> list[str]:
+    return ["image", "slicenet"] if config.slicenet.enabled else ["image"]
+
+
+def _fusion(ctx: Context) -> None:
+    for model in _trained_images(ctx.config):
+        steps.fuse_predictions(
+            ctx.run.predictions,
+            [model, "ehr"],
+            ctx.config.fusion,
+            ctx.config.seed,
+            studies=ctx.cohort.studies,
+        )
+
+
+def _evaluate(ctx: Context) -> None:
+    steps.evaluate_predictions(
+        ctx.data, [ctx.run.predictions], ctx.run.eval.root, ctx.config.evaluation, ctx.config.seed
+    )
+
+
+def _report(ctx: Context) -> None:
+    steps.write_run_report(ctx.run, ctx.config.report)
+
+
+def _predictions_signature(ctx: Context) -> list:
+    return [(f.name, file_signature(f)) for f in sorted(ctx.run.predictions.glob("*.csv"))]
+
+
+def _model_outputs(name: str):
+    return lambda run: [run.model(name), run.prediction(name)]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "validate",
+        _validate,
+        sections=(),
+        signature=lambda ctx: (
+            tree_signature(ctx.data, exclude=ctx.run.root),
+            ctx.config.preprocess.hu_intercept,
+        ),
+    ),
+    Stage("preprocess", _preprocess, after=("validate",), sections=("preprocess",)),
+    Stage(
+        "ehr", _ehr, after=("validate",), sections=("ehr", "seed"), outputs=_model_outputs("ehr")
+    ),
+    Stage(
+        "image",
+        _imaging("image"),
+        after=("preprocess",),
+        sections=("image", "seed"),
+        outputs=_model_outputs("image"),
+    ),
+    Stage(
+        "slicenet",
+        _imaging("slicenet"),
+        after=("preprocess",),
+        sections=("slicenet", "seed"),
+        outputs=_model_outputs("slicenet"),
+        enabled=lambda config: config.slicenet.enabled,
+    ),
+    Stage(
+        "fusion",
+        _fusion,
+        after=("ehr", "image", "slicenet"),
+        sections=("fusion", "seed"),
+        outputs=lambda run: list(run.predictions.glob("fusion_*.csv")),
+    ),
+    Stage(
+        "evaluate",
+        _evaluate,
+        after=("validate",),
+        sections=("evaluation", "seed"),
+        signature=_predictions_signature,
+        outputs=lambda run: [run.eval.root],
+    ),
+    Stage(
+        "report", _report, after=("evaluate",), sections=("report",), outputs=lambda r: [r.report]
+    ),
+)
+
+
+def _claim(run: RunDir, data: Path) -> None:
     """A run folder belongs to one cohort: another one is refused, never mixed in, once a
     stage has finished there."""
-    record = run / "run.json"
     # A run whose start failed before any stage finished holds nothing of its cohort yet.
     started = any(
-        StageBook(run).record(p.stem).get("status") == "done"
-        for p in (run / "stages").glob("*.json")
+        StageBook(run.root).record(p.stem).get("status") == "done"
+        for p in run.stages.glob("*.json")
     )
-    if record.exists() and started:
-        theirs = json.loads(record.read_text()).get("data")
+    if run.record.exists() and started:
+        theirs = json.loads(run.record.read_text()).get("data")
         if theirs != str(data):
             raise RadfusionError(
-                f"{run}: holds a benchmark of {theirs}, not {data}; use a new --out folder"
+                f"{run.root}: holds a benchmark of {theirs}, not {data}; use a new --out folder"
             )
-    write_json({"data": str(data)}, record)
+    write_json({"data": str(data)}, run.record)
 
 
-def _add_extra(pred_dir: Path, extras: Iterable[str | Path]) -> None:
+def _add_extra(run: RunDir, extras: Iterable[str | Path]) -> None:
     for extra in extras:
         extra = Path(extra)
         if not extra.is_file():
             raise RadfusionError(f"{extra}: no such predictions file")
-        if extra.stem in PRODUCED or extra.stem.startswith("fusion_"):
+        if extra.stem in OWN_MODELS or extra.stem.startswith("fusion_"):
             raise RadfusionError(
                 f"{extra}: the name {extra.stem!r} is the benchmark's own model; rename the file"
             )
-        target = pred_dir / f"{extra.stem}.csv"
+        target = run.prediction(extra.stem)
         if target.exists() and target.read_bytes() == extra.read_bytes():
             continue
         with atomic_path(target) as tmp:
             shutil.copyfile(extra, tmp)
 
 
-def _check_annotated(cohort, data: Path) -> None:
-    """SliceNet learns from the annotated slices: without them it would learn nothing but the
-    study's label, repeated on every window."""
-    train = cohort.split("train")
-    positives = train.index[train["label"] == 1]
-    annotated = positives.isin(cohort.annotations["idx"])
-    if len(positives) and not annotated.any():
-        raise RadfusionError(
-            f"{data}: no annotated slices for the train split's positives (annotations.csv); "
-            "SliceNet learns from them: add the file, or --set slicenet.enabled=false"
-        )
-    if not annotated.all():
-        log.warning(
-            "slicenet: %d of %d train positives have no annotated slices; their windows take "
-            "the study's label",
-            int((~annotated).sum()),
-            len(positives),
-        )
-
-
 def run_benchmark(
     data_dir: str | Path,
     run_dir: str | Path,
-    config: BenchmarkConfig,
+    config: Config,
     *,
     extra_predictions: Iterable[str | Path] = (),
-    reporter: Reporter | None = None,
+    reporter: StageReporter | None = None,
     trainer_args: dict | None = None,
 ) -> BenchmarkResult:
     """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``; another benchmark
     running in ``run_dir`` at the same time is refused."""
-
-    run = Path(run_dir)
-    busy = f"{run}: another radfusion benchmark is running here; wait for it, or use another --out"
-    with exclusive(run / LOCK, busy):
-        return _benchmark(
-            Path(data_dir).resolve(), run, config, extra_predictions, reporter, trainer_args
-        )
-
-
-def _benchmark(data, run, config, extra_predictions, reporter, trainer_args) -> BenchmarkResult:
-    reporter = reporter or Reporter()
-    run.mkdir(parents=True, exist_ok=True)  # the lock made it, except on ranks other than 0
-    _claim(run, data)
-    with atomic_path(run / "config.yaml") as tmp:
-        tmp.write_text(config.to_yaml())
-    handler = logging.FileHandler(run / "benchmark.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    loggers = [log, logging.getLogger("lightning.pytorch")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    log.setLevel(logging.INFO)
-    # Lightning's own console lines (accelerators found, tips) go to the log file only.
-    quiet = _BelowWarning()
-    consoles = [
-        h
-        for h in logging.getLogger("lightning.pytorch").handlers
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-    ]
-    for h in consoles:
-        h.addFilter(quiet)
-    book, statuses = StageBook(run), {}
-    pred_dir = run / "predictions"
-
-    def stage(name: str, fp: str, outputs: list[Path], work: Callable[[], dict | None]):
-        if book.is_done(name, fp):
-            statuses[name] = "skipped"
-            log.info("stage %s: unchanged, skipped", name)
-            reporter.stage(name, "skipped")
-            return
-        resumed = book.start(name, fp, outputs)
-        statuses[name] = "resumed" if resumed else "ran"
-        log.info("stage %s: %s (fingerprint %s)", name, statuses[name], fp)
-        reporter.stage(name, "resumed" if resumed else "running")
-        t0 = time.perf_counter()
-        info = work() or {}
-        seconds = time.perf_counter() - t0
-        book.finish(name, fp, seconds, **info)
-        log.info("stage %s: done in %.1f s %s", name, seconds, info or "")
-        reporter.stage(name, "done", seconds)
-
-    try:
-        log.info("benchmark of %s into %s", data, run)
-        data_fp = fingerprint(tree_signature(data, exclude=run), config.preprocess.hu_intercept)
-        report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
-        if not report.ok:
-            raise CohortError(report.errors)
-        cohort = report.cohort
-
-        def validate():
-            for warning in report.warnings:
-                log.warning("%s", warning)
-            return {"studies": len(cohort.studies), "warnings": len(report.warnings)}
-
-        stage("validate", data_fp, [], validate)
-
-        params = PreprocessParams(
-            size=config.preprocess.size, hu_intercept=config.preprocess.hu_intercept
-        )
-        prep_fp = fingerprint(data_fp, asdict(params))
-        folder = cache_folder(run / "cache", params)
-
-        def preprocess():
-            summary = build_cache(
-                cohort_volumes(cohort),
-                run / "cache",
-                params,
-                workers=config.preprocess.workers,
-                on_total=reporter.total,
-                on_entry=lambda _: reporter.advance(),
-            )
-            if summary.failed:
-                idx, error = next(iter(summary.failed.items()))
-                raise RadfusionError(
-                    f"{len(summary.failed)} volume(s) could not be preprocessed; "
-                    f"first: idx {idx}: {error}"
-                )
-            return {"built": len(summary.built), "complete": len(summary.complete)}
-
-        stage("preprocess", prep_fp, [], preprocess)
-
-        ehr_fp = fingerprint(data_fp, asdict(config.ehr), config.seed)
-
-        def ehr():
-            e = config.ehr
-            result = train_ehr(
-                cohort,
+    run = RunDir(Path(run_dir))
+    busy = (
+        f"{run.root}: another radfusion benchmark is running here; wait for it, or use another "
+        "--out"
+    )
+    with exclusive(run.lock, busy):
+        run.root.mkdir(parents=True, exist_ok=True)  # the lock made it, except on ranks > 0
+        data = Path(data_dir).resolve()
+        _claim(run, data)
+        steps.record_config(run, config)
+        with run_log(run.log):
+            log.info("benchmark of %s into %s", data, run.root)
+            report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
+            if not report.ok:
+                raise CohortError(report.errors)
+            _add_extra(run, extra_predictions)
+            ctx = Context(
+                data,
                 run,
-                model=e.model,
-                features=e.features,
-                seed=config.seed,
-                cv=e.cv,
-                grid=e.grid,
-                n_jobs=e.n_jobs,
+                config,
+                reporter or StageReporter(),
+                dict(trainer_args or {}),
+                report.warnings,
+                report.cohort,
             )
-            return {"val_auroc": result.val_auroc}
+            statuses = run_stages(STAGES, ctx, run, ctx.reporter)
+    from radfusion.evaluation.evaluate import auroc_summary
 
-        stage("ehr", ehr_fp, [run / "ehr", pred_dir / "ehr.csv"], ehr)
-
-        def imaging(name: str, section) -> str:
-            """Train one imaging model into RUN_DIR/<name>/, predictions/<name>.csv."""
-            fp = fingerprint(prep_fp, asdict(section), config.seed)
-
-            def work():
-                extra = dict(trainer_args or {})
-                callbacks = [_EpochProgress(reporter), *extra.pop("callbacks", [])]
-                args = {
-                    **section.trainer_args(),
-                    "enable_progress_bar": False,
-                    **extra,
-                    "callbacks": callbacks,
-                }
-                chosen, _ = train_image(
-                    cohort,
-                    folder,
-                    run / name,
-                    section.train_config(config.seed),
-                    trainer_args=args,
-                    preprocessing=asdict(params),
-                    pretrained=section.pretrained,
-                )
-                with atomic_path(pred_dir / f"{name}.csv") as tmp:
-                    shutil.copyfile(run / name / "predictions" / "image.csv", tmp)
-                return {"checkpoint": str(chosen)}
-
-            stage(name, fp, [run / name, pred_dir / f"{name}.csv"], work)
-            return fp
-
-        image_fp = imaging("image", config.image)
-        image_models = ["image"]
-        if config.slicenet.enabled:
-            _check_annotated(cohort, data)
-            image_fp = fingerprint(image_fp, imaging("slicenet", config.slicenet))
-            image_models.append("slicenet")
-        else:
-            statuses["slicenet"] = "off"
-            log.info("stage slicenet: off (slicenet.enabled is false)")
-            book.clear("slicenet", [run / "slicenet", pred_dir / "slicenet.csv"])
-
-        fusion_fp = fingerprint(ehr_fp, image_fp, config.fusion.strategies, config.seed)
-
-        def fusion():
-            for model in image_models:
-                for strategy in config.fusion.strategies:
-                    fuse_files(
-                        pred_dir,
-                        [model, "ehr"],
-                        strategy,
-                        cohort.studies,
-                        seed=config.seed,
-                        name=fusion_name(model, strategy),
-                    )
-
-        stage("fusion", fusion_fp, list(pred_dir.glob("fusion_*.csv")), fusion)
-
-        _add_extra(pred_dir, extra_predictions)
-        files = sorted(pred_dir.glob("*.csv"))
-        eval_fp = fingerprint(
-            data_fp,
-            [(f.name, file_signature(f)) for f in files],
-            config.evaluation.n_boot,
-            config.seed,
-        )
-
-        def evaluate():
-            evaluate_files(
-                data, [pred_dir], run / "eval", n_boot=config.evaluation.n_boot, seed=config.seed
-            )
-
-        stage("evaluate", eval_fp, [run / "eval"], evaluate)
-
-        def write():
-            write_report(run)
-
-        stage("report", fingerprint(eval_fp), [run / "report"], write)
-        summary = auroc_summary(pd.read_csv(run / "eval" / "metrics.csv"))
-        return BenchmarkResult(run, statuses, summary, run / "report" / "report.html")
-    except Exception as exc:
-        log.error("benchmark stopped: %s", exc)
-        raise
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-        for h in consoles:
-            h.removeFilter(quiet)
-        handler.close()
+    summary = auroc_summary(pd.read_csv(run.eval.metrics))
+    return BenchmarkResult(run.root, statuses, summary, run.report_page)

@@ -15,47 +15,9 @@ from pathlib import Path
 from radfusion.errors import RadfusionError
 from radfusion.io import write_json
 from radfusion.locks import exclusive
+from radfusion.synthetic.folder import SYNTH_MARKER
 
-__all__ = [
-    "DEMO_COHORT",
-    "SYNTH_MARKER",
-    "DemoCohort",
-    "claim_synth_folder",
-    "finish_synth_folder",
-    "prepare_demo_data",
-]
-
-SYNTH_MARKER = "synthetic.json"
-#: Present while ``radfusion synth`` writes a folder: a generation that stopped half-way (a
-#: full disk, a kill) is still recognised as ours, and ``--overwrite`` may delete it.
-PARTIAL_MARKER = ".synthetic-partial"
-
-
-def claim_synth_folder(folder: Path, overwrite: bool) -> None:
-    """Make ``folder`` ready for a synthetic cohort: empty, or (with ``overwrite``) emptied
-    when it holds one of ours, finished or not. Anything else is refused in one line."""
-    if folder.exists() and any(folder.iterdir()):
-        ours = (folder / SYNTH_MARKER).exists() or (folder / PARTIAL_MARKER).exists()
-        if not overwrite:
-            state = (
-                "holds a synthetic cohort whose writing stopped half-way"
-                if (folder / PARTIAL_MARKER).exists()
-                else "not empty"
-            )
-            raise RadfusionError(f"{folder}: {state}; choose a new folder or pass --overwrite")
-        if not ours:
-            raise RadfusionError(
-                f"{folder}: not a synthetic cohort (no {SYNTH_MARKER}); refusing to delete it"
-            )
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json({"started": True}, folder / PARTIAL_MARKER)
-
-
-def finish_synth_folder(folder: Path, description: dict) -> None:
-    """Mark ``folder`` as a complete synthetic cohort described by ``description``."""
-    write_json(description, folder / SYNTH_MARKER)
-    (folder / PARTIAL_MARKER).unlink(missing_ok=True)
+__all__ = ["DEMO_COHORT", "DemoCohort", "prepare_demo_data", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +90,26 @@ def _prepare(folder, cohort, on_total, on_volume) -> bool:
     write_json(wanted, partial / SYNTH_MARKER)
     partial.replace(folder)  # an empty folder of that name is replaced too
     return True
+
+
+def run_demo(out: Path, reporter=None):
+    """``radfusion demo``: the demo cohort into ``out/data`` (unless it is there), then the
+    benchmark with the ``cpu-demo`` config into ``out/run``. Returns the benchmark's result
+    and the seconds it all took."""
+    import time
+
+    from radfusion.config import load_config
+    from radfusion.pipeline.benchmark import run_benchmark
+    from radfusion.pipeline.stages import StageReporter
+
+    reporter = reporter or StageReporter()
+    t0 = time.perf_counter()
+    reporter.stage("synth", "running")
+    made = prepare_demo_data(
+        Path(out) / "data", on_total=reporter.total, on_volume=lambda _: reporter.advance()
+    )
+    reporter.stage("synth", "done" if made else "skipped", time.perf_counter() - t0)
+    result = run_benchmark(
+        Path(out) / "data", Path(out) / "run", load_config("cpu-demo"), reporter=reporter
+    )
+    return result, time.perf_counter() - t0

@@ -21,8 +21,16 @@ import pandas as pd
 from radfusion.errors import RadfusionError
 from radfusion.fusion import fuse, fusion_name
 from radfusion.io import read_text, read_user_csv
+from radfusion.rundir import RunDir
 
-__all__ = ["StudyScore", "image_models", "predict_study", "run_checkpoint", "score_volumes"]
+__all__ = [
+    "StudyScore",
+    "image_models",
+    "predict_study",
+    "run_checkpoint",
+    "score_cohort",
+    "score_volumes",
+]
 
 
 @dataclass
@@ -53,8 +61,8 @@ def run_checkpoint(run: Path, model: str = "image") -> Path:
     run folder: its absolute path would lead a moved or copied run to another folder's file."""
     from radfusion.imaging.checkpoints import best_checkpoint, usable
 
-    folder = Path(run) / model / "checkpoints"
-    rec = _record(Path(run) / "stages" / f"{model}.json")
+    folder = RunDir(run).checkpoints(model)
+    rec = _record(RunDir(run).stage(model))
     if rec.get("status") == "done" and rec.get("checkpoint"):
         recorded = folder / Path(str(rec["checkpoint"])).name
         if recorded.exists() and usable(recorded):
@@ -82,12 +90,12 @@ def _record(path: Path) -> dict:
 def image_models(run: Path) -> tuple[str, ...]:
     """The imaging models a run trained: PENet (``image``), and ``slicenet`` when its stage
     finished."""
-    done = _record(run / "stages" / "slicenet.json").get("status") == "done"
+    done = _record(RunDir(run).stage("slicenet")).get("status") == "done"
     return ("image", "slicenet") if done else ("image",)
 
 
 def _thresholds(run: Path) -> dict[str, float]:
-    path = run / "eval" / "thresholds.csv"
+    path = RunDir(run).eval.thresholds
     if not path.exists():
         raise RadfusionError(f"{path}: missing; the run's evaluation stage has not finished")
     frame = read_user_csv(path, "thresholds file", "record")
@@ -112,8 +120,8 @@ def score_volumes(
     of ``models`` (``image``: PENet, ``slicenet``): per model, ``idx``, ``prob``,
     ``best_start``, ``best_end`` per study (``predict_studies``). Models trained on the same
     preprocessing (the benchmark's always are) share one pass over the volumes."""
+    from radfusion.imaging.inference import open_checkpoint, predict_studies
     from radfusion.imaging.preprocess import build_cache, cache_folder
-    from radfusion.imaging.train import open_checkpoint, predict_studies
 
     paths = {m: run_checkpoint(run, m) for m in models}
     checkpoints = {m: open_checkpoint(path) for m, path in paths.items()}
@@ -156,7 +164,7 @@ def _ehr(run: Path, row_csv: Path) -> float:
     from radfusion.ehr.model import check_features
     from radfusion.ehr.persistence import load_model
 
-    meta_path = run / "ehr" / "model.json"
+    meta_path = RunDir(run).ehr_meta
     if not meta_path.exists():
         raise RadfusionError(f"{run}: no EHR model (ehr/model.json); run radfusion benchmark first")
     try:
@@ -176,7 +184,7 @@ def _ehr(run: Path, row_csv: Path) -> float:
             "the row needs the release tables' columns (empty cells are imputed)"
         )
     x = check_features(row[names], what=str(row_csv))  # text in a cell is refused
-    model_path = run / "ehr" / "model.skops"
+    model_path = RunDir(run).ehr_model
     prob = float(load_model(model_path).predict_proba(x)[0, 1])
     if not np.isfinite(prob):
         raise RadfusionError(f"EHR model ({model_path}): a non-finite probability ({prob})")
@@ -241,3 +249,36 @@ def predict_study(
             "decision": s_decision,
         }
     return score
+
+
+def score_cohort(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    cache_root: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    batch_size: int | None = None,
+) -> int:
+    """``radfusion predict-image``: every study of a cohort (or of one split) scored with a
+    checkpoint alone, its model and preprocessing rebuilt from what it records; the
+    predictions (idx, prob, split, best window) written to ``out``. Returns the count."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.imaging.inference import open_checkpoint, predict_studies
+    from radfusion.imaging.preprocess import cache_folder
+    from radfusion.io import write_csv
+
+    ckpt = open_checkpoint(checkpoint)
+    cohort = Cohort.load(data_dir)
+    studies = cohort.studies if split is None else cohort.split(split)
+    predictions = predict_studies(
+        ckpt.model,
+        cache_folder(cache_root, ckpt.preprocessing),
+        studies,
+        ckpt.config,
+        batch_size=batch_size,
+        source=checkpoint,
+    )
+    predictions.insert(2, "split", studies.loc[predictions["idx"], "split"].to_numpy())
+    write_csv(predictions, Path(out), float_format="%.8f")
+    return len(predictions)

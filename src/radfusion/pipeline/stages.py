@@ -1,4 +1,9 @@
-"""Stage bookkeeping: what a stage was computed from, and whether it finished.
+"""Declared stages and the one runner that skips, reruns and resumes them.
+
+A :class:`Stage` names its upstream stages, the config sections that shape it, any other input
+it reads (a signature of the data folder, of the predictions files), its outputs, and a run
+function. :func:`run_stages` derives each stage's fingerprint from those declarations alone.
+
 
 Each stage leaves ``RUN_DIR/stages/<name>.json`` with a fingerprint (a hash of its parameters,
 its inputs' signatures and its upstream stages' fingerprints) and a status: ``running`` when it
@@ -13,15 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from radfusion.io import write_json
+from radfusion.rundir import RunDir
 
-__all__ = ["StageBook", "file_signature", "fingerprint", "tree_signature"]
+__all__ = [
+    "Stage",
+    "StageBook",
+    "StageReporter",
+    "file_signature",
+    "fingerprint",
+    "run_stages",
+    "tree_signature",
+]
+log = logging.getLogger("radfusion")
 
 
 def fingerprint(*parts) -> str:
@@ -62,7 +80,7 @@ class StageBook:
     run_dir: Path
 
     def _path(self, name: str) -> Path:
-        return self.run_dir / "stages" / f"{name}.json"
+        return RunDir(self.run_dir).stage(name)
 
     def record(self, name: str) -> dict:
         path = self._path(name)
@@ -109,3 +127,82 @@ def _remove(paths: list[Path]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+class StageReporter:
+    """What a front end hears about (the CLI draws progress bars; tests stay silent)."""
+
+    def stage(self, name: str, status: str, seconds: float = 0.0) -> None:
+        """``status``: running, resumed, done, skipped or off."""
+
+    def total(self, n: int) -> None:
+        """The current stage has ``n`` steps."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run, declared.
+
+    ``after``: upstream stages (their fingerprints enter this one's); ``sections``: the config
+    sections (and ``seed``) that shape it; ``signature``: anything else it reads, as a value
+    that changes when the input does; ``outputs``: what it writes (removed before a run of
+    another fingerprint); ``enabled``: whether the config asks for it; ``run``: the work,
+    returning a dict recorded with the stage.
+    """
+
+    name: str
+    run: Callable[[Any], dict | None]
+    after: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+    signature: Callable[[Any], Any] | None = None
+    outputs: Callable[[RunDir], list[Path]] = field(default=lambda run: [])
+    enabled: Callable[[Any], bool] = field(default=lambda config: True)
+
+
+def _section_values(config, names: Sequence[str]) -> list:
+    values = []
+    for name in names:
+        value = getattr(config, name)
+        values.append(value.fingerprint() if hasattr(value, "fingerprint") else value)
+    return values
+
+
+def run_stages(
+    stages: Sequence[Stage], context, run: RunDir, reporter: StageReporter
+) -> dict[str, str]:
+    """Run ``stages`` in order for ``context`` (which carries ``config``): a stage whose
+    fingerprint has a finished record is skipped, an interrupted one resumed, any other run
+    afresh; a disabled one has its outputs removed. Returns each stage's status."""
+    book, fps, statuses = StageBook(run.root), {}, {}
+    for stage in stages:
+        if not stage.enabled(context.config):
+            book.clear(stage.name, stage.outputs(run))
+            fps[stage.name] = statuses[stage.name] = "off"
+            log.info("stage %s: off", stage.name)
+            reporter.stage(stage.name, "off")
+            continue
+        fp = fingerprint(
+            stage.name,
+            [fps[name] for name in stage.after],
+            _section_values(context.config, stage.sections),
+            stage.signature(context) if stage.signature is not None else None,
+        )
+        fps[stage.name] = fp
+        if book.is_done(stage.name, fp):
+            statuses[stage.name] = "skipped"
+            log.info("stage %s: unchanged, skipped", stage.name)
+            reporter.stage(stage.name, "skipped")
+            continue
+        resumed = book.start(stage.name, fp, stage.outputs(run))
+        statuses[stage.name] = "resumed" if resumed else "ran"
+        log.info("stage %s: %s (fingerprint %s)", stage.name, statuses[stage.name], fp)
+        reporter.stage(stage.name, "resumed" if resumed else "running")
+        t0 = time.perf_counter()
+        info = stage.run(context) or {}
+        seconds = time.perf_counter() - t0
+        book.finish(stage.name, fp, seconds, **info)
+        log.info("stage %s: done in %.1f s %s", stage.name, seconds, info or "")
+        reporter.stage(stage.name, "done", seconds)
+    return statuses

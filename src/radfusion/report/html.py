@@ -23,10 +23,11 @@ from radfusion.io import atomic_path
 from radfusion.predictions import collect_prediction_files
 from radfusion.report import figures
 from radfusion.report.tables import PaperTable, paper_tables, write_tables
+from radfusion.rundir import RunDir
 
 __all__ = ["write_report"]
 
-EVAL_FILES = ("metrics.csv", "thresholds.csv", "fairness.csv", "comparisons.csv", "outcomes.csv")
+EVAL_FILES = ("metrics", "thresholds", "fairness", "comparisons", "outcomes")
 
 
 def _html_table(table: PaperTable) -> str:
@@ -104,30 +105,29 @@ def _cohort_tables(outcomes: pd.DataFrame) -> tuple[str, str]:
 
 def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
     """Write ``RUN_DIR/report/``; returns the path of ``report.html``."""
-    run = Path(run_dir)
-    evaluation = run / "eval"
-    missing = [f for f in EVAL_FILES if not (evaluation / f).exists()]
+    layout = RunDir(Path(run_dir))
+    run, evaluation = layout.root, layout.eval
+    needed = [getattr(evaluation, f) for f in EVAL_FILES]
+    missing = [p.name for p in needed if not p.exists()]
     if missing:
         raise RadfusionError(
-            f"{evaluation}: missing {missing}; run radfusion evaluate --out {evaluation} first"
+            f"{evaluation.root}: missing {missing}; "
+            f"run radfusion evaluate --out {evaluation.root} first"
         )
-    metrics, thresholds, fairness, comparisons, outcomes = (
-        pd.read_csv(evaluation / f) for f in EVAL_FILES
-    )
+    metrics, thresholds, fairness, comparisons, outcomes = (pd.read_csv(p) for p in needed)
     outcomes = outcomes.set_index("idx")
-    subtypes_path = evaluation / "subtypes.csv"  # optional: evaluations before it lack it
-    subtypes = pd.read_csv(subtypes_path) if subtypes_path.exists() else None
-    meta_path = evaluation / "evaluation.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    # optional: evaluations before it lack it
+    subtypes = pd.read_csv(evaluation.subtypes) if evaluation.subtypes.exists() else None
+    meta = json.loads(evaluation.meta.read_text()) if evaluation.meta.exists() else {}
     models = list(dict.fromkeys(metrics["model"]))
-    sources = meta.get("predictions") or [str(run / "predictions")]
+    sources = meta.get("predictions") or [str(layout.predictions)]
     files = {p.stem: p for p in collect_prediction_files(sources)}
     absent = [m for m in models if m not in files]
     if absent:
         raise RadfusionError(f"{run}: prediction files for {absent} not found in {sources}")
     probs = pd.DataFrame({m: pd.read_csv(files[m]).set_index("idx")["prob"] for m in models})
 
-    out = run / "report"
+    out = layout.report
     tables = paper_tables(metrics, fairness, models)
     write_tables(tables, out / "tables")
     pictures = [
@@ -158,7 +158,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         with atomic_path(out / "figures" / name) as tmp:
             tmp.write_bytes(data)
     cohort_table, groups_table = _cohort_tables(outcomes)
-    config_path = run / "config.yaml"
+    config_path = layout.config
     config = config_path.read_text() if config_path.exists() else json.dumps(meta, indent=2)
     fair = fairness.copy()
     env = Environment(
@@ -185,6 +185,6 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
-    with atomic_path(out / "report.html") as tmp:
+    with atomic_path(layout.report_page) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    return out / "report.html"
+    return layout.report_page

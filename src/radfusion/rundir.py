@@ -1,0 +1,81 @@
+"""Where everything in a run folder lives: the one place that spells a run-folder file name.
+
+A run folder (``radfusion benchmark --out``, or the ``--out`` of the single-stage commands)::
+
+    config.yaml        the resolved configuration
+    run.json           the cohort it belongs to
+    .benchmark.lock    held while a benchmark runs here
+    benchmark.log      every stage's messages, Lightning's included
+    stages/<stage>.json  fingerprint and status of each stage
+    cache/             the CT cache, in a sub-folder per preprocessing
+    ehr/               the EHR model (model.skops, model.json, grid.csv, importance.csv)
+    <image model>/     image/, slicenet/: checkpoints/, logs/, train_config.json
+    predictions/       <model>.csv for every model: ehr, image, slicenet, fusion_*, yours
+    eval/              metrics, thresholds, fairness, comparisons, subtypes, outcomes
+    report/            report.html, tables/, figures/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EvalDir", "RunDir"]
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """An evaluation's folder (``RUN_DIR/eval``, or ``radfusion evaluate --out``)."""
+
+    root: Path
+
+    metrics = property(lambda self: self.root / "metrics.csv")
+    thresholds = property(lambda self: self.root / "thresholds.csv")
+    fairness = property(lambda self: self.root / "fairness.csv")
+    comparisons = property(lambda self: self.root / "comparisons.csv")
+    subtypes = property(lambda self: self.root / "subtypes.csv")
+    outcomes = property(lambda self: self.root / "outcomes.csv")
+    meta = property(lambda self: self.root / "evaluation.json")
+
+    #: The tables every evaluation writes, as the report reads them.
+    TABLES = ("metrics", "thresholds", "fairness", "comparisons", "subtypes")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = property(lambda self: self.root / "config.yaml")
+    record = property(lambda self: self.root / "run.json")
+    lock = property(lambda self: self.root / ".benchmark.lock")
+    log = property(lambda self: self.root / "benchmark.log")
+    stages = property(lambda self: self.root / "stages")
+    cache = property(lambda self: self.root / "cache")
+    predictions = property(lambda self: self.root / "predictions")
+    eval = property(lambda self: EvalDir(self.root / "eval"))
+    report = property(lambda self: self.root / "report")
+    report_page = property(lambda self: self.root / "report" / "report.html")
+
+    def stage(self, name: str) -> Path:
+        """A stage's record: fingerprint and status."""
+        return self.stages / f"{name}.json"
+
+    def prediction(self, model: str) -> Path:
+        """The predictions file of ``model``: the model's name is the file's stem."""
+        return self.predictions / f"{model}.csv"
+
+    def model(self, name: str) -> Path:
+        """A trained model's folder: ``ehr``, ``image``, ``slicenet``."""
+        return self.root / name
+
+    def checkpoints(self, name: str) -> Path:
+        return self.model(name) / "checkpoints"
+
+    # The EHR model's files.
+    ehr_model = property(lambda self: self.root / "ehr" / "model.skops")
+    ehr_meta = property(lambda self: self.root / "ehr" / "model.json")
+    ehr_grid = property(lambda self: self.root / "ehr" / "grid.csv")
+    ehr_importance = property(lambda self: self.root / "ehr" / "importance.csv")
