@@ -8,7 +8,7 @@ the same 8 x 16 x 16 patch from both, centred (give or take 2 pixels) on a voxel
 changed: the positive and its hardest negative, the same anatomy without the clot. A 3-layer
 CNN trains on three quarters of the pairs and prints its AUROC on the rest. Where it is high,
 the clots are there to be seen at this size, and what a study-level model lacks is where to
-look, not resolution (README, "The demo", item 7).
+look, not resolution (docs/experiments/penet-on-the-phantom.md, item 7).
 """
 
 from __future__ import annotations

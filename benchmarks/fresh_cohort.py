@@ -21,7 +21,7 @@ P(PE | latent EHR risk).
 is what ``--save`` wrote for the other run, with the same ``--studies`` and ``--seed``. Every
 model both hold gets a paired DeLong test. Its p covers the sampling of the fresh studies only,
 not the spread between training runs: two training seeds of one recipe can differ by more than
-a small p suggests (README, "What it took", item 9).
+a small p suggests (docs/experiments/penet-on-the-phantom.md, item 9).
 """
 
 from __future__ import annotations
@@ -170,7 +170,9 @@ def main() -> None:
     print(header)
     for name, score in models.items():
         score = score.loc[studies.index].to_numpy()
-        lo, hi = np.nanpercentile(Resamples(counts, y, score, 0.5).auroc(everyone), [2.5, 97.5])
+        lo, hi = np.nanpercentile(
+            Resamples(counts, y, score, 0.5).metrics(everyone)["auroc"], [2.5, 97.5]
+        )
         line = f"{name:{width}s} {auroc(y, score):8.3f} ({lo:.3f}-{hi:.3f})"
         for pe_type in PE_TYPES:
             keep = ~y | (studies["pe_type"] == pe_type).to_numpy()

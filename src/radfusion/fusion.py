@@ -43,7 +43,7 @@ Strategy = Callable[[pd.DataFrame, pd.DataFrame, int], pd.Series]
 EPS = 1e-6
 #: ``mean`` and ``max`` take the probabilities as they come: when one model's spread (5th to
 #: 95th percentile on validation) is this many times narrower than another's, the wider one
-#: decides the ranking (README, "What it took", item 11), and the fusion says so.
+#: decides the ranking (docs/experiments/penet-on-the-phantom.md, item 11), and the fusion says so.
 SPREAD_RATIO = 3.0
 log = logging.getLogger("radfusion")
 

@@ -24,8 +24,9 @@ from radfusion.cli import app
 from radfusion.errors import RadfusionError
 from radfusion.imaging import preprocess
 from radfusion.imaging.preprocess import PreprocessParams, build_cache, cohort_volumes
-from radfusion.pipeline.benchmark import LOCK, run_benchmark
+from radfusion.pipeline.benchmark import run_benchmark
 from radfusion.pipeline.demo import DEMO_COHORT, prepare_demo_data
+from radfusion.rundir import RunDir
 
 from ..conftest import TINY, tiny_cli
 
@@ -193,7 +194,7 @@ def test_a_second_benchmark_in_a_busy_run_folder_is_refused(run_copy, tmp_path):
     so the lock dies with it) the same command runs."""
     data, run = run_copy
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    with _held(run / LOCK):
+    with _held(RunDir(run).lock):
         _fails_with(
             tiny_cli(data, run),
             f"{run}: another radfusion benchmark is running here",
@@ -211,7 +212,7 @@ def test_the_other_ranks_of_a_distributed_run_go_through_their_rank_0s_lock(run_
     from lightning.pytorch.utilities import rank_zero_only
 
     data, run = run_copy
-    with _held(run / LOCK):  # rank 0
+    with _held(RunDir(run).lock):  # rank 0
         monkeypatch.setattr(rank_zero_only, "rank", 1)
         result = runner.invoke(app, tiny_cli(data, run))
         assert result.exit_code == 0, result.output

@@ -28,7 +28,8 @@ from radfusion.cli import app
 from radfusion.config import TrainConfig
 from radfusion.data import Cohort, validate_cohort
 from radfusion.errors import RadfusionError
-from radfusion.imaging import train as train_module
+from radfusion.imaging import inference
+from radfusion.imaging import module as train_module
 from radfusion.imaging.module import TrainingDiverged
 from radfusion.imaging.trainer import train_image
 from radfusion.pipeline.predict import run_checkpoint
@@ -91,7 +92,7 @@ def test_a_non_finite_probability_is_an_error_naming_the_model(cached, tmp_path)
             p.fill_(float("nan"))
     config = TrainConfig(model="penet_tiny", crop=16)
     with pytest.raises(RadfusionError, match=r"penet_tiny \(x\.ckpt\): a non-finite"):
-        train_module.predict_studies(model, folder, cohort.split("val"), config, source="x.ckpt")
+        inference.predict_studies(model, folder, cohort.split("val"), config, source="x.ckpt")
 
 
 def test_training_that_diverges_stops_in_one_line_and_keeps_the_good_epochs(

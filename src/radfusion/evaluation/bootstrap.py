@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from radfusion.evaluation import metrics
+
 __all__ = ["Resamples", "stratified_counts"]
 
 
@@ -26,13 +28,9 @@ def stratified_counts(y_true, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return counts
 
 
-def _ratio(num, den):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
 class Resamples:
-    """Bootstrap replicates of metrics for one model's scores on one set of studies."""
+    """Bootstrap replicates of metrics for one model's scores on one set of studies: the
+    metric functions of :mod:`radfusion.evaluation.metrics`, weighted by the draw counts."""
 
     def __init__(self, counts: np.ndarray, y_true, y_score, threshold: float):
         self.counts = counts.astype(np.float64)
@@ -40,44 +38,14 @@ class Resamples:
         self.score = np.asarray(y_score, dtype=float)
         self.pred = self.score >= threshold
 
-    def confusion(self, members):
-        w = self.counts[:, members]
-        y, p = self.y[members], self.pred[members]
-        tp = w @ (y & p).astype(float)
-        tn = w @ (~y & ~p).astype(float)
-        fp = w @ (~y & p).astype(float)
-        fn = w @ (y & ~p).astype(float)
-        return tp, tn, fp, fn
-
     def metrics(self, members) -> dict[str, np.ndarray]:
         """Each metric's replicates (NaN where a resample leaves it undefined)."""
-        tp, tn, fp, fn = self.confusion(members)
+        w = self.counts[:, members]
+        y, pred, score = self.y[members], self.pred[members], self.score[members]
+        cells = metrics.confusion(y, pred, w)
         return {
-            "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
-            "auroc": self.auroc(members),
-            "specificity": _ratio(tn, tn + fp),
-            "sensitivity": _ratio(tp, tp + fn),
-            "ppv": _ratio(tp, tp + fp),
-            "npv": _ratio(tn, tn + fn),
-            "fpr": _ratio(fp, tn + fp),
-            "brier": _ratio(
-                self.counts[:, members] @ (self.score[members] - self.y[members]) ** 2,
-                self.counts[:, members].sum(axis=1),
-            ),
+            **{name: fn(*cells) for name, fn in metrics.FROM_COUNTS.items()},
+            "auroc": metrics.auroc(y, score, w),
+            "brier": metrics.brier(y, score, w),
+            "ece": metrics.ece(y, score, weights=w),
         }
-
-    def auroc(self, members) -> np.ndarray:
-        """Mann-Whitney AUROC per resample: sum over (positive, negative) pairs of the pair's
-        weight times 1 (positive scored higher), 1/2 (tie) or 0."""
-        members = np.asarray(members)
-        if members.dtype == bool:
-            members = np.flatnonzero(members)
-        pos = members[self.y[members]]
-        neg = members[~self.y[members]]
-        if not len(pos) or not len(neg):
-            return np.full(len(self.counts), np.nan)
-        s_pos, s_neg = self.score[pos][:, None], self.score[neg][None, :]
-        kernel = (s_pos > s_neg) + 0.5 * (s_pos == s_neg)
-        w_pos, w_neg = self.counts[:, pos], self.counts[:, neg]
-        wins = np.einsum("bp,pn,bn->b", w_pos, kernel, w_neg, optimize=True)
-        return _ratio(wins, w_pos.sum(axis=1) * w_neg.sum(axis=1))

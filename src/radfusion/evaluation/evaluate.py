@@ -88,18 +88,6 @@ def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _ece_replicates(res: Resamples, members: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    w = res.counts[:, members]
-    y, s = res.y[members].astype(float), res.score[members]
-    bins = np.minimum((s * n_bins).astype(int), n_bins - 1)
-    total = np.zeros(len(w))
-    for b in np.unique(bins):
-        inside = bins == b
-        total += np.abs(w[:, inside] @ (y[inside] - s[inside]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return total / w.sum(axis=1)
-
-
 def _group_frames(y, score, pred, groups):
     """fairlearn MetricFrames: threshold metrics on decisions, score metrics on scores."""
     by_decision = MetricFrame(
@@ -161,7 +149,6 @@ def evaluate(
                     members = covered & (labels.reindex(part.index).to_numpy() == group)
                     in_frame = group in by_decision.by_group.index
                     reps = res.metrics(members)
-                    reps["ece"] = _ece_replicates(res, members)
                     replicates[group] = reps
                     for metric in REPORTED:
                         frame = by_score if metric in SCORE_METRICS else by_decision

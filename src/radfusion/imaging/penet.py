@@ -52,7 +52,7 @@ class PENetConfig:
     # "group", GroupNorm with channels/16 groups (the original's), normalises each window by
     # its own statistics; "batch", BatchNorm, by the batch's, per channel. Trained from
     # scratch on the phantom, the BatchNorm design fits its training windows far faster
-    # (README, "The demo"). The original's pretrained weights are GroupNorm weights: use
+    # (docs/experiments/demo.md). The original's pretrained weights are GroupNorm weights: use
     # "group" with them.
     norm: str = "group"
 

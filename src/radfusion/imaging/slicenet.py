@@ -2,8 +2,8 @@
 
 PENet labels a window (24 slices) as a whole; on a cohort of a few hundred studies most of a
 positive study's windows are positive, so "this study looks positive" fits its labels almost as
-well as "this artery is grey" (README, "What it took"). SliceNet takes a few adjacent slices
-(5 by default) as the channels of a 2-D CNN and is trained on short windows labelled by the
+well as "this artery is grey" (docs/experiments/penet-on-the-phantom.md, item 6). SliceNet
+takes a few adjacent slices (5 by default) as the channels of a 2-D CNN and is trained on short windows labelled by the
 annotated slices they hold, so a negative window of a positive study teaches it where the clot is
 not. Its first stage runs at the slice's full resolution, where a segmental clot is a few pixels
 wide. A study's probability is the highest over its windows (one per slice: ``eval_stride`` 1),

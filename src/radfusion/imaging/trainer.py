@@ -29,8 +29,8 @@ __all__ = ["RESUMABLE_CHANGES", "TRAIN_LOCK", "make_logger", "make_trainer", "tr
 TRAIN_LOCK = ".train.lock"  # held while a training runs in its folder
 #: Config fields a rerun may change without making it another run.
 RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
-#: The optional package each logger needs, and the extra that installs it.
-LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+#: The optional packages a logger can write with (any one); the extra is named after it.
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
 log = logging.getLogger("radfusion")
 
 
@@ -41,14 +41,13 @@ def make_logger(kind: str, out: Path):
         return L.pytorch.loggers.CSVLogger(out, name="logs")
     if kind not in LOGGER_PACKAGES:
         raise RadfusionError(f"unknown logger {kind!r}; use csv, tensorboard or mlflow")
-    package, extra = LOGGER_PACKAGES[kind]
-    try:
-        __import__(package)
-    except ImportError:
+    import importlib.util
+
+    if not any(importlib.util.find_spec(p) for p in LOGGER_PACKAGES[kind]):
         raise RadfusionError(
-            f"logger {kind}: the {package} package is not installed; "
-            f"pip install 'radfusion[{extra}]', or --set image.logger=csv"
-        ) from None
+            f"logger {kind}: the {LOGGER_PACKAGES[kind][0]} package is not installed; "
+            f"pip install 'radfusion[{kind}]', or --set image.logger=csv"
+        )
     if kind == "tensorboard":
         return L.pytorch.loggers.TensorBoardLogger(out, name="logs")
     # A local file store under the run: nothing leaves the machine.

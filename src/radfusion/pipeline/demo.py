@@ -1,7 +1,7 @@
 """``radfusion demo``: a synthetic cohort generated on the spot, then the whole benchmark.
 
 The sizes are chosen for a 2-core laptop and a budget of under ten minutes end to end: see
-``DEMO_COHORT`` and ``configs/cpu-demo.yaml`` (README, "The demo").
+``DEMO_COHORT`` and ``configs/cpu-demo.yaml`` (docs/experiments/demo.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ __all__ = ["DEMO_COHORT", "DemoCohort", "prepare_demo_data", "run_demo"]
 @dataclass(frozen=True)
 class DemoCohort:
     # 570 train, 76 val, 74 test studies: a validation and test split twice the size of a
-    # 360-study cohort's, and an EHR model trained on twice the rows (README, item 11).
+    # 360-study cohort's, and an EHR model trained on twice the rows
+    # (docs/experiments/penet-on-the-phantom.md, item 11).
     studies: int = 720
     size: int = 64  # rows and columns per slice
     slices: tuple[int, int] = (48, 64)
