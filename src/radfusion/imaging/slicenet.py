@@ -2,12 +2,12 @@
 
 PENet labels a window (24 slices) as a whole; on a cohort of a few hundred studies most of a
 positive study's windows are positive, so "this study looks positive" fits its labels almost as
-well as "this artery is grey" (docs/experiments/penet-on-the-phantom.md, item 6). SliceNet
-takes a few adjacent slices (5 by default) as the channels of a 2-D CNN and is trained on short windows labelled by the
-annotated slices they hold, so a negative window of a positive study teaches it where the clot is
-not. Its first stage runs at the slice's full resolution, where a segmental clot is a few pixels
-wide. A study's probability is the highest over its windows (one per slice: ``eval_stride`` 1),
-and the best window names the slices that drove it.
+well as "this artery is grey" (docs/experiments/penet-on-the-phantom.md, item 6). SliceNet takes
+a few adjacent slices (5 by default) as the channels of a 2-D CNN and is trained on short
+windows labelled by the annotated slices they hold, so a negative window of a positive study
+teaches it where the clot is not. Its first stage runs at the slice's full resolution, where a
+segmental clot is a few pixels wide. A study's probability is the highest over its windows (one
+per slice: ``eval_stride`` 1), and the best window names the slices that drove it.
 
 The network: four stages of two 3x3 convolutions (BatchNorm, ReLU), ``width`` doubling per
 stage with a 2x max-pool between, global max-pooling (a small finding anywhere in the slice
