@@ -170,7 +170,7 @@ class EvaluationSection(Section):
 
 
 class ReportSection(Section):
-    title: str | None = None  # None: "RadFusion benchmark: <run folder>"
+    title: str | None = None  # None: the run folder's name
 
 
 class Config(Section):

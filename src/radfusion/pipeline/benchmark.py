@@ -102,8 +102,8 @@ def _imaging(name: str):
             ctx.run,
             name,
             getattr(ctx.config, name),
-            ctx.config.seed,
             ctx.config.preprocess,
+            ctx.config.seed,
             trainer_args={"enable_progress_bar": False, **extra, "callbacks": callbacks},
         )
         return {"checkpoint": str(chosen)}

@@ -122,25 +122,34 @@ def check_annotated(cohort) -> None:
         )
 
 
+def image_section(name: str) -> str:
+    """``name`` checked as the config section of an imaging model: ``image`` or ``slicenet``."""
+    if name not in IMAGE_MODELS:
+        raise RadfusionError(
+            f"--section {name}: not an imaging model's section; use {' or '.join(IMAGE_MODELS)}"
+        )
+    return name
+
+
 def train_image_model(
     cohort,
     run: RunDir,
     name: str,
     section: ImageSection,
-    seed: int,
     preprocess: PreprocessSection,
+    seed: int,
     *,
     cache_root: Path | None = None,
     trainer_args: dict | None = None,
 ):
-    """Train imaging model ``name`` (``image``: PENet, or ``slicenet``) into ``run/<name>/``,
-    scoring every study into ``run/predictions/<name>.csv``; rerun, it resumes. The cache is
-    the one ``preprocess`` built under ``cache_root`` (default ``run/cache``)."""
+    """Train imaging model ``name`` (``image``: PENet, or ``slicenet``) from its ``section``
+    into ``run/<name>/``, scoring every study into ``run/predictions/<name>.csv``; rerun, it
+    resumes. It reads the cache the ``preprocess`` section built under ``cache_root``
+    (default ``run/cache``), and the run's ``seed`` unless the section sets its own."""
     from radfusion.imaging.preprocess import cache_folder
     from radfusion.imaging.trainer import train_image
 
-    if name not in IMAGE_MODELS:
-        raise RadfusionError(f"unknown imaging model {name!r}; use {' or '.join(IMAGE_MODELS)}")
+    image_section(name)
     params = cache_params(preprocess)
     root = Path(cache_root) if cache_root is not None else run.cache
     folder = cache_folder(root, params)

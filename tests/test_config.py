@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ def test_the_shipped_paper_config_spells_out_the_defaults():
     assert load_config("paper") == Config()
     # Every key of the config appears in the file: nothing is left to a hidden default.
     written = yaml.safe_load(text)
-    for section, values in asdict(Config()).items():
+    for section, values in Config().to_dict().items():
         if isinstance(values, dict):
             missing = (
                 set(values)
@@ -45,7 +46,8 @@ def test_paper_settings():
 def test_cpu_demo_changes_sizes_and_the_optimiser_not_the_method():
     demo, paper = load_config("cpu-demo"), load_config("paper")
     assert demo.image.model == "penet_tiny" and demo.preprocess.size == 64
-    assert replace(demo.ehr, n_jobs=None) == paper.ehr and demo.fusion == paper.fusion
+    assert demo.ehr.model_copy(update={"n_jobs": None}) == paper.ehr
+    assert demo.fusion == paper.fusion
 
 
 def test_the_demo_windows_fit_the_demo_cohort():
@@ -82,17 +84,42 @@ def test_set_parses_yaml_values_and_nested_keys(tmp_path):
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["image.lrr=1"], "unknown config key image.lrr .did you mean image.lr"),
-        (["image.max_epochs=many"], "image.max_epochs: expected int"),
+        (["image.lrr=1"], r"unknown config key image\.lrr; did you mean image\.lr\?"),
+        (["imagee.lr=1"], r"unknown config key imagee; did you mean image\?"),
+        (["image.max_epochs=many"], r"image\.max_epochs: got 'many', expected a valid integer"),
         (["image.lr"], "expected section.key=value"),
-        (["image=3"], "config section image: expected a mapping"),
-        (["preprocess.hu_intercept=abc"], r"preprocess.hu_intercept: expected int or null"),
-        (["ehr.grid=[1]"], r"ehr.grid: expected dict or null"),
+        (["image=3"], r"config key image: got 3, expected a valid dictionary"),
+        (
+            ["preprocess.hu_intercept=abc"],
+            r"preprocess\.hu_intercept: got 'abc', expected 0 or -1024",
+        ),
+        (["ehr.grid=[1]"], r"ehr\.grid: got \[1\], expected a valid dictionary"),
+        (
+            ["image.optimizer=adamm"],
+            r"got 'adamm', expected 'sgd' or 'adamw'; did you mean adamw\?",
+        ),
+        (["evaluation.n_boot=10"], r"n_boot: got 10, expected greater than or equal to 100"),
+        (["image.logger=wandb"], r"'csv', 'tensorboard' or 'mlflow'"),
+        (
+            ["fusion.strategies=[mean, maxx]"],
+            r"fusion\.strategies\.1: got 'maxx'.*did you mean max\?",
+        ),
+        (["preprocess.size=4"], r"preprocess\.size: got 4, expected greater than or equal to 8"),
     ],
 )
 def test_bad_keys_and_values_are_named(sets, message):
-    with pytest.raises(RadfusionError, match=message):
+    with pytest.raises(RadfusionError, match=message) as caught:
         load_config(None, sets)
+    assert "\n" not in str(caught.value)  # one line
+
+
+def test_a_bad_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("image:\n  windows_per_epoc: 7\n")
+    with pytest.raises(
+        RadfusionError, match=r"mine\.yaml: unknown config key image\.windows_per_epoc"
+    ):
+        load_config(path)
 
 
 def test_missing_or_broken_config_files(tmp_path):
@@ -108,5 +135,27 @@ def test_image_seed_follows_the_run_unless_set():
     assert load_config("cpu-demo", ["seed=4"]).image.train_config(4).seed == 4
     c = load_config("cpu-demo", ["seed=4", "image.seed=1"])  # PENet reseeded, the rest kept
     assert c.image.train_config(c.seed).seed == 1 and c.seed == 4
-    with pytest.raises(RadfusionError, match=r"image\.seed: expected int or null"):
-        load_config(None, ["image.seed=one"]).image.train_config(0)
+    with pytest.raises(RadfusionError, match=r"image\.seed: got 'one'"):
+        load_config(None, ["image.seed=one"])
+
+
+def test_importing_the_configuration_loads_no_torch():
+    code = (
+        "import sys, radfusion.config as c; c.load_config('cpu-demo', ['image.lr=1e-3']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_key_of_the_recipe_has_one_default():
+    """The image section is PENet's recipe plus where it runs: the recipe's defaults are the
+    config's, not a second copy (a checkpoint stores exactly the recipe's fields)."""
+    from radfusion.config import ImageSection, TrainConfig
+
+    recipe = TrainConfig()
+    image = ImageSection()
+    for name in TrainConfig.model_fields:
+        if name != "seed":  # the image section's seed defaults to the run's
+            assert getattr(image, name) == getattr(recipe, name), name
+    assert set(image.train_config(3).model_dump()) == set(TrainConfig.model_fields)

@@ -1,0 +1,257 @@
+"""The stage commands, each reading its config sections, and the benchmark and demo that run
+them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from radfusion.cli.app import (
+    ConfigOpt,
+    DataDir,
+    PrintOpt,
+    SetOpt,
+    command,
+    resolve,
+    split_list,
+)
+from radfusion.pipeline.console import console, error, warn
+
+PANEL = "Stages and runs"  # where --help lists these commands
+
+
+@command(resumable=True, rich_help_panel=PANEL)
+def preprocess(
+    data_dir: DataDir,
+    cache: Annotated[
+        Path, typer.Option(help="Cache root; entries go in a sub-folder keyed by the parameters.")
+    ],
+    verify: Annotated[bool, typer.Option(help="Also check every entry's checksum.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Build the CT cache (section preprocess): HU, slices resized, int16.
+
+    Reruns skip complete entries, rebuild stale or corrupt ones, and resume a killed run."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.pipeline.console import progress
+    from radfusion.pipeline.steps import preprocess_cohort
+
+    section = resolve(config, set_, show, ["preprocess"]).preprocess
+    cohort = Cohort.load(data_dir, hu_intercept=section.hu_intercept)
+    with progress() as bars:
+        task = bars.add_task("studies", total=None)
+        summary = preprocess_cohort(
+            cohort,
+            cache,
+            section,
+            verify=verify,
+            on_total=lambda n: bars.update(task, total=n),
+            on_entry=lambda _: bars.advance(task),
+        )
+    for idx, why in summary.rebuilt.items():
+        warn(f"entry {idx} was {why}; rebuilt")
+    for message in summary.failed.values():
+        error(message)
+    console.print(f"{summary.describe()}: {summary.folder}")
+    if summary.failed:
+        raise typer.Exit(2)
+
+
+@command("train-ehr", resumable=True, rich_help_panel=PANEL)
+def train_ehr_command(
+    data_dir: DataDir,
+    out: Annotated[Path, typer.Option(help="Run directory to write into.")],
+    meds: Annotated[
+        Path | None, typer.Option(help="MEDS folder for ehr.features=meds (default DATA_DIR/raw).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Train the EHR-only model (section ehr): OUT/ehr/, OUT/predictions/ehr.csv."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.pipeline.steps import record_config, train_ehr_model
+    from radfusion.rundir import RunDir
+
+    resolved = resolve(config, set_, show, ["ehr"])
+    run, section = RunDir(out), resolved.ehr
+    cohort = Cohort.load(data_dir)
+    with console.status(f"tuning {section.model} on {section.features} features"):
+        result = train_ehr_model(cohort, run, section, resolved.seed, meds_dir=meds)
+    record_config(run, resolved, ["ehr"])
+    for note in result.notes:
+        warn(note)
+    console.print(f"{section.model}: chose {result.params}; val AUROC {result.val_auroc:.3f}")
+    console.print(f"wrote {run.prediction('ehr')} and {run.model('ehr')}/")
+
+
+@command("train-image", resumable=True, rich_help_panel=PANEL)
+def train_image_command(
+    data_dir: DataDir,
+    out: Annotated[Path, typer.Option(help="Run directory (the model's folder, predictions/).")],
+    section: Annotated[
+        str, typer.Option(help="image (PENet) or slicenet: what to train.")
+    ] = "image",
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="The preprocess cache root (default OUT/cache)."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Train PENet (section image) or SliceNet (section slicenet) as the benchmark does.
+
+    Writes OUT/<section>/ (checkpoints, logs) and OUT/predictions/<section>.csv; rerun, it
+    resumes from the last epoch's checkpoint."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.pipeline.runlog import run_log
+    from radfusion.pipeline.steps import image_section, record_config, train_image_model
+    from radfusion.rundir import RunDir
+
+    resolved = resolve(config, set_, show, ["preprocess", image_section(section)])
+    run = RunDir(out)
+    cohort = Cohort.load(data_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    with run_log(run.log):
+        chosen, predictions = train_image_model(cohort, run, section, resolved, cache_root=cache)
+    record_config(run, resolved, ["preprocess", section])
+    console.print(f"chosen checkpoint: {chosen}")
+    console.print(f"wrote {run.prediction(section)} ({len(predictions)} studies)")
+
+
+@command(rich_help_panel=PANEL)
+def fuse(
+    pred_dir: Annotated[Path, typer.Argument(help="Folder holding <model>.csv predictions.")],
+    models: Annotated[str, typer.Option(help="Comma-separated model names, e.g. image,ehr.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The cohort; needed by weighted and stacked (they learn on val)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The fused model's name, with one strategy (default fusion_<strategy>)."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Late fusion of models' predictions (section fusion), one file per strategy.
+
+    PRED_DIR/fusion_<strategy>.csv (fusion_<model>_<strategy>.csv for a model other than
+    image fused with ehr)."""
+    from radfusion.pipeline.steps import fuse_predictions
+
+    resolved = resolve(config, set_, show, ["fusion"])
+    written = fuse_predictions(
+        pred_dir, split_list([models]), resolved.fusion, resolved.seed, data=data, name=name
+    )
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@command(rich_help_panel=PANEL)
+def evaluate(
+    data: Annotated[
+        Path, typer.Option(help="The cohort (only Labels.csv and Demographics.csv are read).")
+    ],
+    predictions: Annotated[
+        list[str],
+        typer.Option(
+            help="Prediction CSVs (idx,prob) or folders of them; repeat or comma-separate."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.csv, thresholds.csv, ...")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Evaluate every model as the paper does (section evaluation), with CIs and DeLong tests.
+
+    Youden threshold on val; six metrics on test and its non-subsegmental subset, per
+    subgroup; equal-opportunity differences."""
+    from radfusion.evaluation.evaluate import auroc_summary
+    from radfusion.pipeline.console import print_aurocs
+    from radfusion.pipeline.steps import evaluate_predictions
+
+    resolved = resolve(config, set_, show, ["evaluation"])
+    sources = split_list(predictions)
+    result = evaluate_predictions(data, sources, out, resolved.evaluation, resolved.seed)
+    for note in result.notes:
+        warn(note)
+    print_aurocs(auroc_summary(result.metrics))
+    console.print(f"wrote {out}/: metrics, thresholds, fairness, comparisons, subtypes")
+
+
+@command(rich_help_panel=PANEL)
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder with eval/ and predictions/.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Write RUN_DIR/report/ (section report): report.html, Tables 3-12, figures."""
+    from radfusion.pipeline.steps import write_run_report
+    from radfusion.rundir import RunDir
+
+    resolved = resolve(config, set_, show, ["report"])
+    console.print(f"wrote {write_run_report(RunDir(run_dir), resolved.report)}")
+
+
+@command(resumable=True, rich_help_panel=PANEL)
+def benchmark(
+    data: Annotated[Path, typer.Option(help="The cohort folder (the release, or synth output).")],
+    out: Annotated[Path, typer.Option(help="The run folder (created; rerun to resume).")],
+    extra_predictions: Annotated[
+        list[Path] | None,
+        typer.Option(help="Your own model's predictions CSV (idx, prob): evaluated too."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    show: PrintOpt = False,
+) -> None:
+    """Every stage of the paper on one cohort, cached and resumable.
+
+    validate, preprocess, ehr, image, slicenet (when enabled), fusion, evaluate, report.
+    Unchanged stages are skipped; an interrupted run resumes where it stopped."""
+    from radfusion.pipeline.benchmark import run_benchmark
+    from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
+
+    resolved = resolve(config, set_, show, None)
+    console.print(f"benchmark of {data} -> {out}")
+    with stage_progress() as bars:
+        result = run_benchmark(
+            data,
+            out,
+            resolved,
+            extra_predictions=extra_predictions or (),
+            reporter=RichReporter(bars),
+        )
+    print_aurocs(result.summary)
+    console.print(f"report: {result.report}")
+
+
+@command(resumable=True, rich_help_panel=PANEL)
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo cohort and run go.")] = Path(
+        "radfusion-demo"
+    ),
+) -> None:
+    """A small synthetic cohort, then the whole benchmark on it (config cpu-demo)."""
+    from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
+    from radfusion.pipeline.demo import DEMO_COHORT, run_demo
+
+    c = DEMO_COHORT
+    console.print(
+        f"radfusion demo: {c.studies} synthetic studies ({c.size}x{c.size}, "
+        f"{c.slices[0]}-{c.slices[1]} slices) -> {out}"
+    )
+    with stage_progress() as bars:
+        result, seconds = run_demo(out, RichReporter(bars))
+    print_aurocs(result.summary)
+    console.print(f"report: {result.report}")
+    console.print(f"demo finished in {seconds:.0f} s")
