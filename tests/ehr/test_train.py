@@ -64,13 +64,13 @@ def test_cli_train_ehr_on_meds_features(small_cohort, tmp_path):
             str(small_cohort),
             "--out",
             str(tmp_path),
-            "--features",
-            "meds",
-            "--model",
-            "hgb",
+            "--set",
+            "ehr.features=meds",
+            "--set",
+            "ehr.model=hgb",
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "validation AUROC" in result.output
+    assert "val AUROC" in result.output
     assert (tmp_path / "predictions" / "ehr.csv").exists()
     assert json.loads((tmp_path / "ehr" / "model.json").read_text())["features"]["source"] == "meds"

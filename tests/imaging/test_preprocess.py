@@ -91,10 +91,10 @@ def test_killed_run_resumes_and_ends_equal_to_a_clean_build(small_cohort, tmp_pa
         str(small_cohort),
         "--cache",
         str(cache),
-        "--size",
-        "16",
-        "--workers",
-        "1",
+        "--set",
+        "preprocess.size=16",
+        "--set",
+        "preprocess.workers=1",
     ]
     cmd = [sys.executable, "-c", "from radfusion.cli import main; main()", *args]
     # The killed run builds each entry 50 ms slower, so the kill lands mid-build however fast
@@ -142,16 +142,16 @@ def test_cli_preprocess_and_import_dicom(small_cohort, tmp_path):
         str(small_cohort),
         "--cache",
         str(tmp_path / "c"),
-        "--size",
-        "12",
-        "--workers",
-        "2",
+        "--set",
+        "preprocess.size=12",
+        "--set",
+        "preprocess.workers=2",
     ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0 and "built 60" in first.output, first.output
     second = runner.invoke(app, args)
     assert "nothing to do" in second.output
-    third = runner.invoke(app, [*args[:-4], "--size", "10", "--workers", "1"])
+    third = runner.invoke(app, [*args[:-4], "--set", "preprocess.size=10"])
     assert "built 60" in third.output and len(list((tmp_path / "c").iterdir())) == 2
 
     src = tmp_path / "dicom"

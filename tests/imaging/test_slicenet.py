@@ -105,15 +105,16 @@ def test_the_command_line_trains_it(cached, tmp_path):
     from radfusion.cli import app
 
     cohort, cache = cached
-    args = ["train-image", str(cohort.root), "--cache", str(cache.parent), "--size", "16"]
-    args += ["--out", str(tmp_path), "--model", "slicenet", "--window", "5", "--eval-stride", "1"]
-    args += ["--max-rotation", "0", "--crop", "16", "--max-epochs", "1"]
-    args += ["--windows-per-epoch", "8", "--optimizer", "adamw", "--lr", "1e-3"]
+    args = ["train-image", str(cohort.root), "--cache", str(cache.parent), "--out", str(tmp_path)]
+    args += ["--section", "slicenet", "--set", "preprocess.size=16"]
+    for key in ("max_rotation=0", "crop=16", "max_epochs=1", "windows_per_epoch=8"):
+        args += ["--set", f"slicenet.{key}"]
+    args += ["--set", "slicenet.accelerator=cpu", "--set", "slicenet.devices=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    ckpt = open_checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    ckpt = open_checkpoint(next((tmp_path / "slicenet" / "checkpoints").glob("best-*.ckpt")))
     assert type(ckpt.model).__name__ == "SliceNet"
     assert (ckpt.config.window, ckpt.config.eval_stride, ckpt.config.max_rotation) == (5, 1, 0.0)
-    predictions = pd.read_csv(tmp_path / "predictions" / "image.csv")
+    predictions = pd.read_csv(tmp_path / "predictions" / "slicenet.csv")
     assert len(predictions) == len(cohort.studies)
     assert (predictions["best_end"] - predictions["best_start"] == 4).all()

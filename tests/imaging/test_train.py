@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from radfusion.config import TrainConfig
 from radfusion.imaging.inference import load_checkpoint, open_checkpoint
@@ -70,7 +70,7 @@ def test_train_writes_checkpoints_and_predictions(cached, tmp_path):
     )
     assert sorted(predictions["idx"]) == sorted(cohort.studies.index)
     assert predictions["prob"].between(0, 1).all()
-    written = (tmp_path / "predictions" / "image.csv").read_text().splitlines()[0]
+    written = (tmp_path / "predictions.csv").read_text().splitlines()[0]
     assert written.startswith("idx,prob,split")
     model, config = load_checkpoint(best)  # the checkpoint describes itself
     assert config.model == "penet_tiny" and sum(p.numel() for p in model.parameters()) > 0
@@ -113,12 +113,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cached, tmp_path,
     # carry that forward. Same data, same random draws, same schedule.
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=2e-6)
-    pa = np.loadtxt(
-        tmp_path / "straight" / "predictions" / "image.csv", delimiter=",", skiprows=1, usecols=1
-    )
-    pb = np.loadtxt(
-        tmp_path / "resumed" / "predictions" / "image.csv", delimiter=",", skiprows=1, usecols=1
-    )
+    pa = np.loadtxt(tmp_path / "straight" / "predictions.csv", delimiter=",", skiprows=1, usecols=1)
+    pb = np.loadtxt(tmp_path / "resumed" / "predictions.csv", delimiter=",", skiprows=1, usecols=1)
     np.testing.assert_allclose(pa, pb, atol=1e-6)
 
 
@@ -149,10 +145,10 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
                 str(small_cohort),
                 "--cache",
                 str(cache),
-                "--size",
-                "16",
-                "--workers",
-                "1",
+                "--set",
+                "preprocess.size=16",
+                "--set",
+                "preprocess.workers=1",
             ],
         ).exit_code
         == 0
@@ -166,33 +162,24 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
             str(cache),
             "--out",
             str(tmp_path / "run"),
-            "--model",
-            "penet_tiny",
-            "--size",
-            "16",
-            "--crop",
-            "16",
-            "--max-epochs",
-            "1",
-            "--windows-per-epoch",
-            "8",
-            "--optimizer",
-            "adamw",
-            "--lr",
-            "1e-3",
-            "--norm",
-            "batch",
-            "--shortcut",
-            "maxpool",
-            "--prior",
-            "0.5",
-            "--min-abnormal-slices",
-            "1",
+            *_sets(
+                "preprocess.size=16",
+                "image.model=penet_tiny",
+                "image.crop=16",
+                "image.max_epochs=1",
+                "image.windows_per_epoch=8",
+                "image.optimizer=adamw",
+                "image.lr=1e-3",
+                "image.model_args={norm: batch, shortcut: maxpool, prior: 0.5}",
+                "image.min_abnormal_slices=1",
+                "image.accelerator=cpu",
+                "image.devices=1",
+            ),
         ],
     )
     assert result.exit_code == 0, result.output
     trained = pd.read_csv(tmp_path / "run" / "predictions" / "image.csv")
-    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    best = next((tmp_path / "run" / "image" / "checkpoints").glob("best-*.ckpt"))
     ckpt = open_checkpoint(best)  # the design options reach the model and the checkpoint
     assert ckpt.config.model_args == {"norm": "batch", "shortcut": "maxpool", "prior": 0.5}
     assert ckpt.config.min_abnormal_slices == 1
@@ -223,11 +210,15 @@ def test_cli_train_image_then_predict_image(small_cohort, tmp_path):
             str(cache),
             "--out",
             str(tmp_path / "x"),
-            "--size",
-            "32",
+            "--set",
+            "preprocess.size=32",
         ],
     )
     assert missing.exit_code == 2 and "run radfusion preprocess" in missing.output
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
 
 
 def test_a_run_directory_holds_one_run(cached, tmp_path):
@@ -243,7 +234,6 @@ def test_a_run_directory_holds_one_run(cached, tmp_path):
 def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
     import csv
 
-    from radfusion.errors import RadfusionError
     from radfusion.imaging.inference import predict_studies
 
     cohort, folder = cached
@@ -251,7 +241,7 @@ def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
     logged = {"enable_progress_bar": False}  # the CSV log keeps each epoch's validation AUROC
     chosen, predictions = train_image(cohort, folder, tmp_path, config, trainer_args=logged)
     # "last": the final epoch's weights, the same as the resume checkpoint's, score the studies.
-    assert chosen.endswith("epoch=3.ckpt")
+    assert chosen.name.endswith("epoch=3.ckpt")
     last = tmp_path / "checkpoints" / "last.ckpt"
     a, b = _weights(chosen), _weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -268,20 +258,19 @@ def test_select_names_the_checkpoint_that_scores_the_studies(cached, tmp_path):
     chosen, _ = train_image(
         cohort, folder, tmp_path, TrainConfig(max_epochs=4, **CFG), trainer_args=QUIET
     )
-    assert f"best-epoch={best_epoch}-" in chosen
-    with pytest.raises(RadfusionError, match="unknown checkpoint selection 'median'"):
-        train_image(
-            cohort, folder, tmp_path / "x", TrainConfig(select="median", **CFG), trainer_args=QUIET
-        )
+    assert f"best-epoch={best_epoch}-" in chosen.name
+    with pytest.raises(ValidationError, match="'best' or 'last'"):
+        TrainConfig(select="median", **CFG)
 
 
 def test_loss_choice_is_checked():
-    from radfusion.errors import RadfusionError
     from radfusion.imaging.module import PENetModule
 
-    PENetModule(asdict(TrainConfig(loss="bce")))
-    with pytest.raises(RadfusionError, match="unknown loss 'mse'"):
-        PENetModule(asdict(TrainConfig(loss="mse")))
+    PENetModule(TrainConfig(loss="bce", model="penet_tiny").model_dump())
+    with pytest.raises(ValidationError, match="'focal' or 'bce'"):
+        TrainConfig(loss="mse")
+    with pytest.raises(ValidationError, match="'focal' or 'bce'"):
+        PENetModule({**TrainConfig().model_dump(), "loss": "mse"})
 
 
 @pytest.mark.parametrize("threshold", [1, 4])

@@ -138,7 +138,8 @@ def test_fuse_name_is_a_plain_new_name(run_copy, name, fragment):
     _, run = run_copy
     pred = run / "predictions"
     before = {p.name: p.read_bytes() for p in pred.glob("*.csv")}
-    _fails(["fuse", pred, "--models", "image,ehr", "--name", name], fragment)
+    mean = ["--set", "fusion.strategies=[mean]"]
+    _fails(["fuse", pred, "--models", "image,ehr", "--name", name, *mean], fragment)
     assert {p.name: p.read_bytes() for p in pred.glob("*.csv")} == before
     assert not (run.parent / "x.csv").exists() and not Path("/tmp/abs.csv").exists()
 
@@ -429,7 +430,7 @@ def test_a_contradicting_split_column_is_warned(small_cohort, tmp_path):
     path = tmp_path / "mine.csv"
     frame.to_csv(path, index=False)
     args = ["evaluate", "--data", small_cohort, "--predictions", path, "--out", tmp_path / "e"]
-    args += ["--bootstrap", "100"]
+    args += ["--set", "evaluation.n_boot=100"]
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert "split column contradicts Labels.csv" in " ".join(result.output.split())

@@ -27,7 +27,8 @@ def run_dir(small_cohort, tmp_path_factory):
         pd.DataFrame({"idx": labels["idx"], "prob": prob, "split": labels["split"]}).to_csv(
             preds / f"{name}.csv", index=False
         )
-    result = runner.invoke(app, ["fuse", str(preds), "--models", "image,ehr"])
+    mean = ["--set", "fusion.strategies=[mean]"]
+    result = runner.invoke(app, ["fuse", str(preds), "--models", "image,ehr", *mean])
     assert result.exit_code == 0, result.output
     result = runner.invoke(
         app,
@@ -36,8 +37,8 @@ def run_dir(small_cohort, tmp_path_factory):
             str(preds),
             "--models",
             "image,ehr",
-            "--strategy",
-            "stacked",
+            "--set",
+            "fusion.strategies=[stacked]",
             "--data",
             str(small_cohort),
         ],
@@ -53,8 +54,8 @@ def run_dir(small_cohort, tmp_path_factory):
             str(preds),
             "--out",
             str(run / "eval"),
-            "--bootstrap",
-            "200",
+            "--set",
+            "evaluation.n_boot=200",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -118,7 +118,15 @@ def train_image_command(
     cohort = Cohort.load(data_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     with run_log(run.log):
-        chosen, predictions = train_image_model(cohort, run, section, resolved, cache_root=cache)
+        chosen, predictions = train_image_model(
+            cohort,
+            run,
+            section,
+            getattr(resolved, section),
+            resolved.preprocess,
+            resolved.seed,
+            cache_root=cache,
+        )
     record_config(run, resolved, ["preprocess", section])
     console.print(f"chosen checkpoint: {chosen}")
     console.print(f"wrote {run.prediction(section)} ({len(predictions)} studies)")
