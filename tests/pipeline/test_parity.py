@@ -3,7 +3,6 @@ and numbers ``radfusion benchmark`` gives with it, and their defaults are the pa
 
 from __future__ import annotations
 
-import click
 import pandas as pd
 import pytest
 import yaml
@@ -107,7 +106,9 @@ def test_stage_options_never_retype_a_config_key():
     name with a key of the sections it reads (paths and switches only)."""
     cli = get_command(app)
     for command, sections in STAGE_COMMANDS.items():
-        options = {p.name for p in cli.commands[command].params if isinstance(p, click.Option)} - {
+        options = {
+            p.name for p in cli.commands[command].params if p.param_type_name == "option"
+        } - {
             "config",
             "set_",
             "show",

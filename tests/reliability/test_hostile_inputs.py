@@ -25,7 +25,7 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from radfusion.cli import app
-from radfusion.config import TrainConfig
+from radfusion.config import ImageSection, TrainConfig
 from radfusion.data import Cohort, validate_cohort
 from radfusion.errors import RadfusionError
 from radfusion.imaging import inference
@@ -33,6 +33,7 @@ from radfusion.imaging import module as train_module
 from radfusion.imaging.module import TrainingDiverged
 from radfusion.imaging.trainer import train_image
 from radfusion.pipeline.predict import run_checkpoint
+from radfusion.rundir import RunDir
 
 runner = CliRunner()
 DICOMDIR_TESTS = Path(get_testdata_file("DICOMDIR")).parent
@@ -295,7 +296,8 @@ def test_a_failed_write_is_one_line_and_leaves_the_inputs(run_copy, monkeypatch,
         raise OSError(code, os.strerror(code), str(path))
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", refuse)
-    message = _fails(["fuse", pred, "--models", "image,ehr", "--name", "fusion_x"], fix)
+    args = ["fuse", pred, "--models", "image,ehr", "--name", "fusion_x"]
+    message = _fails([*args, "--set", "fusion.strategies=[mean]"], fix)
     assert os.strerror(code) in message
     assert {p.name: p.read_bytes() for p in pred.glob("*.csv")} == before
     assert not list(pred.glob(".tmp-*"))
@@ -502,9 +504,10 @@ def test_a_synth_stopped_half_way_can_be_overwritten(tmp_path, monkeypatch):
 def test_a_failed_start_does_not_block_the_corrected_rerun(cached, tmp_path):
     cohort, folder = cached
     quiet = {"enable_progress_bar": False, "logger": False}
-    bad = TrainConfig(model="penet_tiny", max_epochs=1, windows_per_epoch=8, crop=16)
+    small = dict(model="penet_tiny", max_epochs=1, windows_per_epoch=8, crop=16)
+    bad = ImageSection(**small, accelerator="cpu", devices="1", pretrained=str(tmp_path / "x"))
     with pytest.raises(RadfusionError):
-        train_image(cohort, folder, tmp_path, bad, trainer_args=quiet, pretrained=tmp_path / "x")
+        train_image(cohort, folder, tmp_path, bad, trainer_args=quiet)
     assert (tmp_path / "train_config.json").exists()
     good = TrainConfig(model="penet_tiny", max_epochs=1, windows_per_epoch=8, crop=16, lr=1e-3)
     train_image(cohort, folder, tmp_path, good, trainer_args=quiet)
@@ -517,9 +520,10 @@ def test_a_benchmark_start_that_failed_does_not_claim_its_folder(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
+    run = RunDir(run)
     _claim(run, tmp_path / "wrong")  # then the cohort was refused: no stage finished
     _claim(run, tmp_path / "right")
-    StageBook(run).finish("validate", "fp", 0.1)
+    StageBook(run.root).finish("validate", "fp", 0.1)
     with pytest.raises(RadfusionError, match="holds a benchmark of"):
         _claim(run, tmp_path / "other")
 
