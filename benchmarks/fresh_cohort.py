@@ -47,6 +47,7 @@ from radfusion.evaluation.metrics import auroc
 from radfusion.fusion import fuse, fusion_name
 from radfusion.io import write_csv
 from radfusion.pipeline.predict import image_models, score_volumes
+from radfusion.rundir import RunDir
 from radfusion.synthetic.design import MIN_STUDIES
 from radfusion.synthetic.folder import SYNTH_MARKER
 from radfusion.synthetic.writer import write_synthetic_cohort
@@ -87,7 +88,7 @@ def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strate
     """Each strategy fitted on the run's validation predictions, applied to the fresh studies:
     ``fresh`` holds one imaging model's and the EHR's scores, named as the benchmark names them."""
     own = pd.DataFrame(
-        {m: pd.read_csv(run / "predictions" / f"{m}.csv", index_col="idx")["prob"] for m in fresh}
+        {m: pd.read_csv(RunDir(run).prediction(m), index_col="idx")["prob"] for m in fresh}
     )
     run_studies = Cohort.load(data).studies
     val = own.index.intersection(run_studies.index[run_studies["split"] == "val"])
@@ -156,7 +157,7 @@ def main() -> None:
     if args.save:
         scores = pd.DataFrame({k: v.loc[studies.index] for k, v in models.items()})
         write_csv(studies[["label", "pe_type"]].join(scores), args.save, index=True)
-    test = auroc_summary(pd.read_csv(run / "eval" / "metrics.csv"))
+    test = auroc_summary(pd.read_csv(RunDir(run).eval.metrics))
     own = dict(zip(test["model"], test["all_value"], strict=True))
     counts = stratified_counts(y, args.boot, np.random.default_rng(0))
     everyone = np.arange(len(y))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EvalDir", "RunDir"]
+__all__ = ["EvalDir", "ModelDir", "RunDir"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,20 @@ class EvalDir:
 
     #: The tables every evaluation writes, as the report reads them.
     TABLES = ("metrics", "thresholds", "fairness", "comparisons", "subtypes")
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A trained imaging model's folder (``RUN_DIR/image``, ``RUN_DIR/slicenet``)."""
+
+    root: Path
+
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last = property(lambda self: self.root / "checkpoints" / "last.ckpt")
+    logs = "logs"  # the loggers' folder name, under root
+    record = property(lambda self: self.root / "train_config.json")
+    lock = property(lambda self: self.root / ".train.lock")
+    predictions = property(lambda self: self.root / "predictions.csv")  # when trained alone
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,7 @@ class RunDir:
         return self.root / name
 
     def checkpoints(self, name: str) -> Path:
-        return self.model(name) / "checkpoints"
+        return ModelDir(self.model(name)).checkpoints
 
     # The EHR model's files.
     ehr_model = property(lambda self: self.root / "ehr" / "model.skops")

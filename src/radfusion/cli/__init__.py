@@ -14,7 +14,3 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Entry point: each command turns user errors into one line and exit status 2."""
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -173,7 +173,7 @@ def check_features(x: pd.DataFrame, expected: list[str] | None = None, *, what: 
             raise RadfusionError(
                 f"{what}: the columns differ from the model's: {len(missing)} missing "
                 f"({missing[:3]}), {len(extra)} unexpected ({extra[:3]}); build the features "
-                "the way the model was trained (same --features source and vocabulary)"
+                "the way the model was trained (same ehr.features source and vocabulary)"
             )
         x = x[expected]
     return x

@@ -23,10 +23,11 @@ from radfusion.imaging.inference import load_checkpoint, predict_studies
 from radfusion.imaging.module import PENetModule
 from radfusion.io import write_csv, write_json
 from radfusion.locks import exclusive
+from radfusion.rundir import ModelDir
 
 __all__ = ["RESUMABLE_CHANGES", "TRAIN_LOCK", "make_logger", "make_trainer", "train_image"]
 
-TRAIN_LOCK = ".train.lock"  # held while a training runs in its folder
+TRAIN_LOCK = ModelDir(Path()).lock.name  # held while a training runs in its folder
 #: Config fields a rerun may change without making it another run.
 RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
 #: The optional packages a logger can write with (any one); the extra is named after it.
@@ -38,7 +39,7 @@ def make_logger(kind: str, out: Path):
     """Lightning's own logger of ``kind`` (csv, tensorboard, mlflow), writing under ``out``;
     a missing optional package is one line telling how to install it."""
     if kind == "csv":
-        return L.pytorch.loggers.CSVLogger(out, name="logs")
+        return L.pytorch.loggers.CSVLogger(out, name=ModelDir.logs)
     if kind not in LOGGER_PACKAGES:
         raise RadfusionError(f"unknown logger {kind!r}; use csv, tensorboard or mlflow")
     import importlib.util
@@ -49,7 +50,7 @@ def make_logger(kind: str, out: Path):
             f"pip install 'radfusion[{kind}]', or --set image.logger=csv"
         )
     if kind == "tensorboard":
-        return L.pytorch.loggers.TensorBoardLogger(out, name="logs")
+        return L.pytorch.loggers.TensorBoardLogger(out, name=ModelDir.logs)
     # A local file store under the run: nothing leaves the machine.
     return L.pytorch.loggers.MLFlowLogger(
         experiment_name="radfusion", tracking_uri=(out / "mlruns").resolve().as_uri()
@@ -60,7 +61,7 @@ def make_trainer(out: Path, config: TrainConfig, logger, trainer_args: dict) -> 
     """The Lightning ``Trainer`` of one training, with its two checkpoint callbacks: the best
     validation AUROC, and the latest epoch (what a resume starts from)."""
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints",
+        dirpath=ModelDir(out).checkpoints,
         filename="best-{epoch}-{val_auroc:.4f}",
         monitor="val_auroc",
         mode="max",
@@ -69,7 +70,7 @@ def make_trainer(out: Path, config: TrainConfig, logger, trainer_args: dict) -> 
     # save_last on the monitored checkpoint only fires when the best improves: a second one,
     # written after every epoch whatever the metric, is what a resume starts from.
     latest = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints",
+        dirpath=ModelDir(out).checkpoints,
         filename="epoch-{epoch}",
         save_top_k=1,
         save_last=True,
@@ -127,9 +128,9 @@ def train_image(
     args.update(trainer_args or {})
     if "logger" not in args:
         args["logger"] = make_logger(logger, out)
-    target = predictions if predictions is not None else out / "predictions.csv"
+    target = predictions if predictions is not None else ModelDir(out).predictions
     busy = f"{out}: another training is running here; wait for it, or use another --out"
-    with exclusive(out / TRAIN_LOCK, busy):
+    with exclusive(ModelDir(out).lock, busy):
         return _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, target)
 
 
@@ -139,7 +140,7 @@ def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, targ
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PENetModule(config.model_dump(), preprocessing)
     module.val_labels = data.val_labels
-    resume = _resume_from(out / "checkpoints")
+    resume = _resume_from(ModelDir(out).checkpoints)
     if pretrained is not None and resume is None:  # a resume keeps its own weights
         from radfusion.imaging.pretrained import load_pretrained
 
@@ -159,7 +160,7 @@ def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, targ
                 raise KeyboardInterrupt from None
             raise
     # latest's "best" is its only checkpoint: the final epoch's, under a name with its number.
-    last = out / "checkpoints" / "last.ckpt"
+    last = ModelDir(out).last
     chosen = Path((best if config.select == "best" else latest).best_model_path or last)
     model, _ = load_checkpoint(chosen)
     scores = predict_studies(model, cache_dir, cohort.studies, config, source=chosen)
@@ -182,9 +183,9 @@ def _claim_run_dir(out: Path, config: TrainConfig) -> None:
     """Refuse to mix two runs in one folder: a rerun must have the same config (it may only
     train for more epochs). A folder without checkpoints holds no run yet (a start that
     failed before training): its record is replaced."""
-    record = out / "train_config.json"
+    record = ModelDir(out).record
     mine = json.loads(json.dumps(config.model_dump()))  # tuples -> lists, as stored
-    started = any((out / "checkpoints").glob("*.ckpt"))
+    started = any(ModelDir(out).checkpoints.glob("*.ckpt"))
     if record.exists() and started:
         theirs = json.loads(record.read_text())
         differ = sorted(

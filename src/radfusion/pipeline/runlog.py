@@ -34,7 +34,7 @@ def run_log(path: Path) -> Iterator[None]:
     """Append radfusion's and Lightning's messages to ``path`` while the block runs."""
     # Lightning adds its console handlers when first imported: import it now, so that the
     # handlers to quiet exist before the run starts.
-    import lightning.pytorch  # noqa: F401
+    import lightning.pytorch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
