@@ -95,6 +95,8 @@ def test_the_cli_holds_no_policy():
     from radfusion import cli
 
     for info in pkgutil.iter_modules(cli.__path__):
+        if info.name == "__main__":  # importing it runs the CLI
+            continue
         module = importlib.import_module(f"radfusion.cli.{info.name}")
         assert len(inspect.getsource(module).splitlines()) < 300, info.name
         for name, fn in vars(module).items():
