@@ -258,3 +258,32 @@ def test_models_sort_in_the_papers_order_then_slicenet_then_the_rest():
         "fusion_slicenet_max",
         "mine",
     ]
+
+
+def test_studies_of_unknown_gender_are_left_out_of_the_gap():
+    """Three test positives with neither Female nor Male set, all missed: fairlearn over three
+    groups would report the gap to that "Unknown" group. The gender gap compares Female and
+    Male only, point value and interval alike, and says how many studies it left out."""
+    studies, prob = _cohort(seed=3)
+    test = studies.index[studies["split"] == "test"]
+    unknown = test[studies.loc[test, "label"].to_numpy() == 1][:3]
+    studies.loc[unknown, "gender"] = "Unknown"
+    prob[unknown] = 0.0  # never detected
+    result = evaluate(studies, {"m": prob}, n_boot=500)
+    threshold = result.thresholds.loc[0, "threshold"]
+    part = studies.loc[test]
+    detected = prob[test] >= threshold
+    tpr = {
+        g: detected[(part["gender"] == g) & (part["label"] == 1)].mean() for g in ("Female", "Male")
+    }
+    eod = _row(result.fairness, subset="all", attribute="gender", metric="eod")
+    assert eod["value"] == pytest.approx(abs(tpr["Female"] - tpr["Male"]))
+    assert eod["ci_low"] <= eod["value"] <= eod["ci_high"]
+    assert eod["n_excluded"] == 3 and "3 studies with an unknown gender left out" in eod["note"]
+    race = _row(result.fairness, subset="all", attribute="race", metric="eod")
+    assert race["n_excluded"] == 0 and race["note"] == ""
+    assert any("3 test studies (3 positive)" in n for n in result.notes)
+    # The paper's groups without unknowns: the same numbers as before the change.
+    clean, clean_prob = _cohort(seed=3)
+    before = evaluate(clean, {"m": clean_prob}, n_boot=500).fairness
+    assert (before["n_excluded"] == 0).all()

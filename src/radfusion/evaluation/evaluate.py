@@ -193,6 +193,15 @@ def evaluate(
                         )
                     )
     comparisons = _comparisons(subsets, predictions)
+    for attribute, (column, groups) in ATTRIBUTES.items():
+        unknown = ~test[column].isin(groups) if column is not None else None
+        if unknown is not None and unknown.any():
+            positives = int(test.loc[unknown, "label"].sum())
+            notes.append(
+                f"{attribute}: {int(unknown.sum())} test studies ({positives} positive) belong "
+                f"to neither {groups[0]} nor {groups[1]}; they are left out of the {attribute} "
+                "gaps (fairness.csv n_excluded)"
+            )
     return Evaluation(
         metrics=pd.DataFrame(
             metric_rows,
@@ -222,6 +231,7 @@ def evaluate(
                 "value",
                 "ci_low",
                 "ci_high",
+                "n_excluded",
                 "note",
             ],
         ),
@@ -268,14 +278,20 @@ def _fairness(
     level,
 ):
     a, b = groups
+    # The gap compares exactly the attribute's two groups: a study whose value is unknown
+    # (neither Female nor Male, no age) is counted and left out, for the point value and its
+    # interval alike (the replicates are those of the two groups only).
     sf = labels.to_numpy()
+    known = np.isin(sf, groups)
+    excluded = int((~known).sum())
+    y, pred, sf = y[known], pred[known], sf[known]
     tpr = by_decision.by_group["sensitivity"]
     have = a in tpr.index and b in tpr.index
     tpr_a = float(tpr.get(a, np.nan)) if have else np.nan
     tpr_b = float(tpr.get(b, np.nan)) if have else np.nan
     defined = have and np.isfinite(tpr_a) and np.isfinite(tpr_b)
     values = {
-        # fairlearn's named metrics: max - min over the (two) groups.
+        # fairlearn's named metrics: max - min over the two groups.
         "eod": equal_opportunity_difference(y, pred, sensitive_features=sf) if defined else np.nan,
         "tpr_diff_signed": tpr_a - tpr_b,
         "equalized_odds_diff": equalized_odds_difference(y, pred, sensitive_features=sf)
@@ -309,7 +325,10 @@ def _fairness(
         )
         if not np.isfinite(value):
             low = high = np.nan
-        rows.append((model, subset, attribute, metric, value, low, high, note))
+        if excluded:
+            unknown = f"{excluded} studies with an unknown {attribute} left out"
+            note = f"{note}; {unknown}" if note else unknown
+        rows.append((model, subset, attribute, metric, value, low, high, excluded, note))
     return rows
 
 
