@@ -167,6 +167,9 @@ class FusionSection(Section):
 class EvaluationSection(Section):
     n_boot: int = Field(2000, ge=100)  # bootstrap resamples of every CI
     allow_missing: bool = False  # evaluate even when some test studies have no prediction
+    # Intersectional cells (gender x race x age) with fewer positives (for TPR) or negatives
+    # (for FPR) are shown but left out of the gap between cells.
+    min_cell_size: int = Field(10, ge=1)
 
 
 class ReportSection(Section):

@@ -11,7 +11,8 @@ A run folder (``radfusion benchmark --out``, or the ``--out`` of the single-stag
     ehr/               the EHR model (model.skops, model.json, grid.csv, importance.csv)
     <image model>/     image/, slicenet/: checkpoints/, logs/, train_config.json
     predictions/       <model>.csv for every model: ehr, image, slicenet, fusion_*, yours
-    eval/              metrics, thresholds, fairness, comparisons, subtypes, outcomes
+    eval/              metrics, thresholds, fairness, comparisons, subtypes, intersections,
+                       outcomes
     report/            report.html, tables/, figures/
 """
 
@@ -34,11 +35,12 @@ class EvalDir:
     fairness = property(lambda self: self.root / "fairness.csv")
     comparisons = property(lambda self: self.root / "comparisons.csv")
     subtypes = property(lambda self: self.root / "subtypes.csv")
+    intersections = property(lambda self: self.root / "intersections.csv")
     outcomes = property(lambda self: self.root / "outcomes.csv")
     meta = property(lambda self: self.root / "evaluation.json")
 
     #: The tables every evaluation writes, as the report reads them.
-    TABLES = ("metrics", "thresholds", "fairness", "comparisons", "subtypes")
+    TABLES = ("metrics", "thresholds", "fairness", "comparisons", "subtypes", "intersections")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def test_report_has_the_twelve_tables_in_three_formats(run_dir):
 
 def test_report_page_is_self_contained(run_dir):
     page = (run_dir / "report" / "report.html").read_text()
-    assert page.count("<img") == 5 and page.count("data:image/png;base64,") == 5
+    assert page.count("<img") == 6 and page.count("data:image/png;base64,") == 6
     assert not re.search(r"""(src|href)=["']https?://""", page)  # nothing fetched online
     for number in range(3, 13):
         assert f"Table {number}." in page
@@ -155,6 +155,18 @@ def test_report_shows_detection_by_subtype_from_subtypes_csv(run_dir, small_coho
         assert row["n_positive"] == positives.sum()
         if np.isfinite(row["auroc"]):
             assert f"{row['auroc']:.3f} [{row['auroc_ci_low']:.3f}" in section
+
+
+def test_report_shows_the_intersectional_cells_from_intersections_csv(run_dir):
+    page = (run_dir / "report" / "report.html").read_text()
+    section = page[page.index('id="intersections"') : page.index('id="comparisons"')]
+    cells = pd.read_csv(run_dir / "eval" / "intersections.csv")
+    assert set(cells["model"]) == {"image", "ehr", "fusion_mean", "fusion_stacked"}
+    assert len(cells[cells["cell"] != "max - min"]) == 4 * 8 * 2  # models x cells x metrics
+    for _, row in cells[cells["model"] == "ehr"].iterrows():
+        if np.isfinite(row["value"]) and np.isfinite(row["ci_low"]):
+            assert f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in section
+    assert (run_dir / "report" / "figures" / "intersections.png").stat().st_size > 1000
 
 
 def test_report_without_evaluation_is_a_clear_error(tmp_path):

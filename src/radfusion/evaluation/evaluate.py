@@ -30,6 +30,8 @@ from fairlearn.metrics import (
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
+from radfusion.evaluation.intersections import COLUMNS as INTERSECTION_COLUMNS
+from radfusion.evaluation.intersections import intersections
 from radfusion.evaluation.metrics import (
     METRICS,
     THRESHOLD_METRICS,
@@ -77,6 +79,10 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     #: detection by PE subtype on the whole test set (empty without a ``pe_type`` column)
     subtypes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUBTYPE_COLUMNS))
+    #: gender x race x age cells: size, TPR and FPR with CIs, and the gap between cells
+    intersections: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=INTERSECTION_COLUMNS)
+    )
 
 
 def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -104,6 +110,7 @@ def evaluate(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    min_cell_size: int = 10,
 ) -> Evaluation:
     """Evaluate ``predictions`` (model name -> probabilities indexed by idx) on ``studies``
     (indexed by idx: ``label``, ``split``, ``non_subsegmental``, ``gender``, ``race``,
@@ -120,6 +127,7 @@ def evaluate(
     }
 
     metric_rows, threshold_rows, fairness_rows, subtype_rows, notes = [], [], [], [], []
+    cell_rows: list[tuple] = []
     for model, prob in predictions.items():
         val = studies[studies["split"] == "val"].index.intersection(prob.index)
         y_val = studies.loc[val, "label"].to_numpy()
@@ -137,6 +145,12 @@ def evaluate(
             res = Resamples(counts[subset], y, np.nan_to_num(score), threshold)
             if subset == "all" and "pe_type" in part.columns:
                 subtype_rows.extend(_by_subtype(model, part, covered, res, level))
+            if subset == "all":
+                cell_rows.extend(
+                    intersections(
+                        model, part, res, covered, min_cell_size=min_cell_size, level=level
+                    )
+                )
             for attribute, (column, groups) in ATTRIBUTES.items():
                 labels = (pd.Series("all", index=part.index) if column is None else part[column])[
                     covered
@@ -238,6 +252,7 @@ def evaluate(
         comparisons=comparisons,
         notes=notes,
         subtypes=pd.DataFrame(subtype_rows, columns=SUBTYPE_COLUMNS),
+        intersections=pd.DataFrame(cell_rows, columns=INTERSECTION_COLUMNS),
     )
 
 
@@ -360,10 +375,11 @@ def evaluate_files(
     n_boot: int = 2000,
     seed: int = 0,
     allow_missing: bool = False,
+    min_cell_size: int = 10,
 ) -> Evaluation:
     """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
-    and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv`` and
-    ``subtypes.csv``."""
+    and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv``,
+    ``subtypes.csv`` and ``intersections.csv``."""
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
@@ -378,7 +394,7 @@ def evaluate_files(
             path, studies, allow_missing=allow_missing
         )
         notes.extend(file_notes)
-    result = evaluate(studies, predictions, n_boot=n_boot, seed=seed)
+    result = evaluate(studies, predictions, n_boot=n_boot, seed=seed, min_cell_size=min_cell_size)
     result.notes = notes + result.notes
     out = EvalDir(Path(out_dir))
     # What the report needs to draw curves and the cohort summary, without the data folder.

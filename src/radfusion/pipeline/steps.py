@@ -229,6 +229,7 @@ def evaluate_predictions(data, sources, out: Path, section: EvaluationSection, s
         n_boot=section.n_boot,
         seed=seed,
         allow_missing=section.allow_missing,
+        min_cell_size=section.min_cell_size,
     )
 
 

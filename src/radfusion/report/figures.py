@@ -13,7 +13,14 @@ from sklearn.metrics import roc_curve
 
 from radfusion.evaluation.evaluate import ATTRIBUTES
 
-__all__ = ["auroc_forest", "calibration", "roc_by_group", "roc_overall", "tpr_gaps"]
+__all__ = [
+    "auroc_forest",
+    "calibration",
+    "intersection_heatmap",
+    "roc_by_group",
+    "roc_overall",
+    "tpr_gaps",
+]
 
 SUBSET_NAMES = {"all": "whole test set", "non_subsegmental": "non-subsegmental"}
 
@@ -170,4 +177,35 @@ def auroc_forest(metrics, models) -> bytes:
     ax.axvline(0.5, color="0.8", lw=0.8)
     # Beside the axes: inside, it covered the error bars of the lower groups.
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _png(fig)
+
+
+def intersection_heatmap(cells, models) -> bytes:
+    """TPR and FPR per gender x race x age cell (rows) and model (columns); a cell too small
+    to enter the gap is marked with its size in brackets."""
+    body = cells[cells["cell"] != "max - min"]
+    names = list(dict.fromkeys(body["cell"]))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(3 + 1.1 * len(models) * 2, 0.45 * len(names) + 2), sharey=True
+    )
+    for ax, metric in zip(axes, ("tpr", "fpr"), strict=True):
+        part = body[body["metric"] == metric]
+        grid = part.pivot(index="cell", columns="model", values="value").reindex(
+            index=names, columns=models
+        )
+        ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        size = "n_positive" if metric == "tpr" else "n_negative"
+        for i, name in enumerate(names):
+            for j, model in enumerate(models):
+                row = part[(part["cell"] == name) & (part["model"] == model)]
+                if row.empty:
+                    continue
+                row = row.iloc[0]
+                text = "n/a" if not np.isfinite(row["value"]) else f"{row['value']:.2f}"
+                if not row["in_gap"]:
+                    text += f"\n({int(row[size])})"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
+        ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_title(f"{metric.upper()} per cell (in brackets: too few to enter the gap)")
     return _png(fig)

@@ -60,6 +60,40 @@ def _frame_html(frame: pd.DataFrame, digits: int = 3) -> str:
     )
 
 
+def _with_ci(value, low, high) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
+
+
+def _intersections_html(cells: pd.DataFrame) -> str:
+    """One row per cell (and the gap between cells), one column pair per model: TPR and FPR
+    with CIs; a cell too small for the gap is marked."""
+    models = list(dict.fromkeys(cells["model"]))
+    first = cells[cells["model"] == models[0]]
+    rows = []
+    for name in dict.fromkeys(cells["cell"]):
+        sizes = first[(first["cell"] == name) & (first["metric"] == "tpr")].iloc[0]
+        row = {
+            "cell": name,
+            "positives": sizes["n_positive"] if name != "max - min" else "",
+            "negatives": sizes["n_negative"] if name != "max - min" else "",
+        }
+        for model in models:
+            for metric in ("tpr", "fpr"):
+                r = cells[
+                    (cells["model"] == model)
+                    & (cells["cell"] == name)
+                    & (cells["metric"] == metric)
+                ].iloc[0]
+                mark = "" if r["in_gap"] else " *"
+                row[f"{model} {metric.upper()}"] = (
+                    _with_ci(r["value"], r["ci_low"], r["ci_high"]) + mark
+                )
+        rows.append(row)
+    return _frame_html(pd.DataFrame(rows))
+
+
 def _subtypes_html(subtypes: pd.DataFrame) -> str:
     """One row per model and subtype: n, AUROC [CI], sensitivity [CI]."""
 
@@ -119,6 +153,8 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
     # optional: evaluations before it lack it
     subtypes = pd.read_csv(evaluation.subtypes) if evaluation.subtypes.exists() else None
     meta = json.loads(evaluation.meta.read_text()) if evaluation.meta.exists() else {}
+    # optional too: evaluations before the intersectional cells lack it
+    cells = pd.read_csv(evaluation.intersections) if evaluation.intersections.exists() else None
     models = list(dict.fromkeys(metrics["model"]))
     sources = meta.get("predictions") or [str(layout.predictions)]
     files = {p.stem: p for p in collect_prediction_files(sources)}
@@ -153,6 +189,14 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
             figures.calibration(outcomes, probs, models),
         ),
     ]
+    if cells is not None:
+        pictures.append(
+            (
+                "intersections.png",
+                "TPR and FPR per gender × race × age cell, at each model's operating point.",
+                figures.intersection_heatmap(cells, models),
+            )
+        )
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, _, data in pictures:
         with atomic_path(out / "figures" / name) as tmp:
@@ -182,6 +226,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         fairness_table=Markup(_frame_html(fair[fair["metric"] != "eod"].replace({np.nan: None}))),
         comparisons_table=Markup(_frame_html(comparisons)),
         subtypes_table=Markup(_subtypes_html(subtypes)) if subtypes is not None else None,
+        intersections_table=Markup(_intersections_html(cells)) if cells is not None else None,
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
