@@ -204,7 +204,10 @@ def intersection_heatmap(cells, models) -> bytes:
                 text = "n/a" if not np.isfinite(row["value"]) else f"{row['value']:.2f}"
                 if not row["in_gap"]:
                     text += f"\n({int(row[size])})"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
+                light = np.isfinite(row["value"]) and row["value"] > 0.6  # viridis turns yellow
+                ax.text(
+                    j, i, text, ha="center", va="center", fontsize=7, color="k" if light else "w"
+                )
         ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_title(f"{metric.upper()} per cell (in brackets: too few to enter the gap)")
