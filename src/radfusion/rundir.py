@@ -36,11 +36,20 @@ class EvalDir:
     comparisons = property(lambda self: self.root / "comparisons.csv")
     subtypes = property(lambda self: self.root / "subtypes.csv")
     intersections = property(lambda self: self.root / "intersections.csv")
+    mitigation = property(lambda self: self.root / "mitigation.csv")
     outcomes = property(lambda self: self.root / "outcomes.csv")
     meta = property(lambda self: self.root / "evaluation.json")
 
     #: The tables every evaluation writes, as the report reads them.
-    TABLES = ("metrics", "thresholds", "fairness", "comparisons", "subtypes", "intersections")
+    TABLES = (
+        "metrics",
+        "thresholds",
+        "fairness",
+        "comparisons",
+        "subtypes",
+        "intersections",
+        "mitigation",
+    )
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def test_report_has_the_twelve_tables_in_three_formats(run_dir):
 
 def test_report_page_is_self_contained(run_dir):
     page = (run_dir / "report" / "report.html").read_text()
-    assert page.count("<img") == 6 and page.count("data:image/png;base64,") == 6
+    assert page.count("<img") == 7 and page.count("data:image/png;base64,") == 7
     assert not re.search(r"""(src|href)=["']https?://""", page)  # nothing fetched online
     for number in range(3, 13):
         assert f"Table {number}." in page
@@ -167,6 +167,21 @@ def test_report_shows_the_intersectional_cells_from_intersections_csv(run_dir):
         if np.isfinite(row["value"]) and np.isfinite(row["ci_low"]):
             assert f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in section
     assert (run_dir / "report" / "figures" / "intersections.png").stat().st_size > 1000
+
+
+def test_report_shows_the_mitigation_trade_off_from_mitigation_csv(run_dir):
+    page = (run_dir / "report" / "report.html").read_text()
+    section = page[page.index('id="mitigation"') : page.index('id="comparisons"')]
+    rows = pd.read_csv(run_dir / "eval" / "mitigation.csv")
+    assert set(rows["method"]) == {
+        "single threshold",
+        "group thresholds (equal_opportunity)",
+        "group thresholds (equalized_odds)",
+    }
+    for _, row in rows[rows["model"] == "fusion_mean"].iterrows():
+        if np.isfinite(row["value"]) and np.isfinite(row["ci_low"]):
+            assert f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in section
+    assert (run_dir / "report" / "figures" / "mitigation.png").stat().st_size > 1000
 
 
 def test_report_without_evaluation_is_a_clear_error(tmp_path):

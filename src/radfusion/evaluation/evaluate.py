@@ -41,6 +41,8 @@ from radfusion.evaluation.metrics import (
     why_undefined,
     youden_threshold,
 )
+from radfusion.evaluation.mitigation import COLUMNS as MITIGATION_COLUMNS
+from radfusion.evaluation.mitigation import mitigate
 
 __all__ = ["ATTRIBUTES", "PE_SUBTYPES", "SUBSETS", "Evaluation", "evaluate"]
 
@@ -82,6 +84,10 @@ class Evaluation:
     #: gender x race x age cells: size, TPR and FPR with CIs, and the gap between cells
     intersections: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=INTERSECTION_COLUMNS)
+    )
+    #: group thresholds fitted on validation, scored on test beside the single threshold
+    mitigation: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=MITIGATION_COLUMNS)
     )
 
 
@@ -128,6 +134,7 @@ def evaluate(
 
     metric_rows, threshold_rows, fairness_rows, subtype_rows, notes = [], [], [], [], []
     cell_rows: list[tuple] = []
+    mitigation_rows: list[tuple] = []
     for model, prob in predictions.items():
         val = studies[studies["split"] == "val"].index.intersection(prob.index)
         y_val = studies.loc[val, "label"].to_numpy()
@@ -138,6 +145,20 @@ def evaluate(
             )
         threshold, val_sens, val_spec = youden_threshold(y_val, prob.loc[val].to_numpy())
         threshold_rows.append((model, threshold, val_sens, val_spec))
+        paper_attributes = {a: v for a, v in ATTRIBUTES.items() if v[0] is not None}
+        mitigation_rows.extend(
+            mitigate(
+                model,
+                studies.loc[val],
+                test,
+                prob,
+                threshold,
+                counts["all"],
+                paper_attributes,
+                seed=seed,
+                level=level,
+            )
+        )
         for subset, part in subsets.items():
             covered = part.index.isin(prob.index)
             y = part["label"].to_numpy()
@@ -253,6 +274,7 @@ def evaluate(
         notes=notes,
         subtypes=pd.DataFrame(subtype_rows, columns=SUBTYPE_COLUMNS),
         intersections=pd.DataFrame(cell_rows, columns=INTERSECTION_COLUMNS),
+        mitigation=pd.DataFrame(mitigation_rows, columns=MITIGATION_COLUMNS),
     )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "auroc_forest",
     "calibration",
     "intersection_heatmap",
+    "mitigation_tradeoff",
     "roc_by_group",
     "roc_overall",
     "tpr_gaps",
@@ -211,4 +212,39 @@ def intersection_heatmap(cells, models) -> bytes:
         ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_title(f"{metric.upper()} per cell (in brackets: too few to enter the gap)")
+    return _png(fig)
+
+
+def mitigation_tradeoff(mitigation, models) -> bytes:
+    """Per attribute: each model's test TPR gap against its accuracy, with the single
+    threshold (circle) and each kind of group thresholds (square, triangle), 95% CIs."""
+    attributes = list(dict.fromkeys(mitigation["attribute"]))
+    methods = list(dict.fromkeys(mitigation["method"]))
+    markers = dict(zip(methods, ["o", "s", "^", "D"], strict=False))
+    styles = _styles(models)
+    fig, axes = plt.subplots(1, len(attributes), figsize=(4.6 * len(attributes), 4), sharey=True)
+    for ax, attribute in zip(np.atleast_1d(axes), attributes, strict=True):
+        part = mitigation[mitigation["attribute"] == attribute]
+        for model in models:
+            for method in methods:
+                rows = part[(part["model"] == model) & (part["method"] == method)]
+                rows = rows.set_index("metric")
+                if rows.empty or not np.isfinite(rows.loc["tpr_gap", "value"]):
+                    continue
+                gap, acc = rows.loc["tpr_gap"], rows.loc["accuracy"]
+                ax.errorbar(
+                    gap["value"],
+                    acc["value"],
+                    xerr=[[gap["value"] - gap["ci_low"]], [gap["ci_high"] - gap["value"]]],
+                    yerr=[[acc["value"] - acc["ci_low"]], [acc["ci_high"] - acc["value"]]],
+                    fmt=markers[method],
+                    color=styles[model]["color"],
+                    ecolor="0.75",
+                    lw=0.8,
+                    label=f"{model}, {method}" if attribute == attributes[0] else None,
+                )
+        ax.set_title(f"{attribute}: TPR gap against accuracy (test)")
+        ax.set_xlabel("|TPR(first group) − TPR(second group)|")
+    np.atleast_1d(axes)[0].set_ylabel("accuracy")
+    fig.legend(fontsize=7, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))
     return _png(fig)

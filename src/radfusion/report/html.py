@@ -66,6 +66,20 @@ def _with_ci(value, low, high) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
 
 
+def _mitigation_html(mitigation: pd.DataFrame) -> str:
+    """One row per model, attribute and method: each metric with its CI."""
+    rows = []
+    for (model, attribute, method), part in mitigation.groupby(
+        ["model", "attribute", "method"], sort=False
+    ):
+        row = {"model": model, "attribute": attribute, "thresholds": method}
+        for r in part.itertuples():
+            row[r.metric.replace("_", " ")] = _with_ci(r.value, r.ci_low, r.ci_high)
+        row["note"] = next((n for n in part["note"].fillna("") if n), "")
+        rows.append(row)
+    return _frame_html(pd.DataFrame(rows))
+
+
 def _intersections_html(cells: pd.DataFrame) -> str:
     """One row per cell (and the gap between cells), one column pair per model: TPR and FPR
     with CIs; a cell too small for the gap is marked."""
@@ -155,6 +169,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
     meta = json.loads(evaluation.meta.read_text()) if evaluation.meta.exists() else {}
     # optional too: evaluations before the intersectional cells lack it
     cells = pd.read_csv(evaluation.intersections) if evaluation.intersections.exists() else None
+    mitigation = pd.read_csv(evaluation.mitigation) if evaluation.mitigation.exists() else None
     models = list(dict.fromkeys(metrics["model"]))
     sources = meta.get("predictions") or [str(layout.predictions)]
     files = {p.stem: p for p in collect_prediction_files(sources)}
@@ -197,6 +212,14 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
                 figures.intersection_heatmap(cells, models),
             )
         )
+    if mitigation is not None:
+        pictures.append(
+            (
+                "mitigation.png",
+                "What group thresholds cost: test TPR gap against accuracy, per attribute.",
+                figures.mitigation_tradeoff(mitigation, models),
+            )
+        )
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, _, data in pictures:
         with atomic_path(out / "figures" / name) as tmp:
@@ -227,6 +250,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         comparisons_table=Markup(_frame_html(comparisons)),
         subtypes_table=Markup(_subtypes_html(subtypes)) if subtypes is not None else None,
         intersections_table=Markup(_intersections_html(cells)) if cells is not None else None,
+        mitigation_table=Markup(_mitigation_html(mitigation)) if mitigation is not None else None,
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
