@@ -155,13 +155,17 @@ class SliceNetSection(ImageSection):
     loss: Literal["focal", "bce"] = "bce"
 
 
-FusionStrategy = Literal["mean", "weighted", "stacked", "max"]
+FusionStrategy = Literal["mean", "weighted", "stacked", "max", "fair"]
 
 
 class FusionSection(Section):
     strategies: list[FusionStrategy] = Field(
-        default_factory=lambda: ["mean", "weighted", "stacked", "max"], min_length=1
+        default_factory=lambda: ["mean", "weighted", "stacked", "max", "fair"], min_length=1
     )  # mean is the paper's late fusion
+    # fair: the weight with the smallest validation TPR gap between this attribute's two
+    # groups, among those whose validation AUROC is within fair_delta of the best weight's.
+    fair_attribute: Literal["gender", "race", "age"] = "gender"
+    fair_delta: float = Field(0.02, ge=0, le=1)
 
 
 class EvaluationSection(Section):

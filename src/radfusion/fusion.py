@@ -24,8 +24,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from radfusion.data.findings import checked_ids
+from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
-from radfusion.io import quote, read_user_csv, write_csv
+from radfusion.evaluation.metrics import sensitivity, youden_threshold
+from radfusion.io import quote, read_user_csv, write_csv, write_json
 from radfusion.predictions import read_predictions
 
 __all__ = [
@@ -93,13 +95,70 @@ def _stacked(probs, studies, seed, folds=5):
     return out
 
 
+#: The AUROC losses a fairness-aware weight is chosen under, for the trade-off it records.
+FAIR_DELTAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def _tpr_gap(y, score, groups, pair) -> float:
+    """|TPR(a) - TPR(b)| at the Youden threshold of ``score`` on these studies."""
+    threshold, _, _ = youden_threshold(y, score)
+    pred = score >= threshold
+    rates = [sensitivity(y[groups == g], pred[groups == g]) for g in pair]
+    return abs(rates[0] - rates[1])
+
+
+def _fair(probs, studies, seed, *, attribute="gender", delta=0.02, step=0.05):
+    """The weight of two models whose fusion has the smallest validation TPR gap between the
+    attribute's two groups, among the weights whose validation AUROC is within ``delta`` of the
+    best weight's. The sweep over weights and the choice at each of :data:`FAIR_DELTAS` are
+    kept in the result's ``attrs["sweep"]``, for the trade-off the report draws."""
+    if probs.shape[1] != 2:
+        raise RadfusionError("the fair fusion weighs exactly two models, e.g. image,ehr")
+    if attribute not in GROUP_ATTRIBUTES:
+        raise RadfusionError(f"fusion.fair_attribute {attribute!r}: use {list(GROUP_ATTRIBUTES)}")
+    column, pair = GROUP_ATTRIBUTES[attribute]
+    if column not in studies.columns:
+        raise RadfusionError(f"the fair fusion needs the cohort's {column}: pass --data DATA_DIR")
+    val, y = _validation(probs, studies)
+    known = studies.loc[val, column].isin(pair).to_numpy()
+    groups = studies.loc[val, column].to_numpy()[known]
+    x = probs.loc[val].to_numpy()
+    weights = np.round(np.arange(0, 1 + step / 2, step), 10)
+    aurocs, gaps = [], []
+    for w in weights:
+        score = x @ np.array([w, 1 - w])
+        aurocs.append(float(roc_auc_score(y, score)))
+        gaps.append(float(_tpr_gap(y[known], score[known], groups, pair)))
+    aurocs, gaps = np.array(aurocs), np.nan_to_num(np.array(gaps), nan=np.inf)
+
+    def choose(d: float) -> int:
+        ok = np.flatnonzero(aurocs >= aurocs.max() - d - 1e-12)
+        return int(ok[np.lexsort((-aurocs[ok], gaps[ok]))[0]])  # smallest gap, then AUROC
+
+    chosen = choose(delta)
+    fused = pd.Series(probs.to_numpy() @ np.array([weights[chosen], 1 - weights[chosen]]))
+    fused.index = probs.index
+    fused.attrs["sweep"] = {
+        "attribute": attribute,
+        "models": list(probs.columns),
+        "delta": delta,
+        "weight": float(weights[chosen]),
+        "weights": weights.tolist(),
+        "val_auroc": aurocs.tolist(),
+        "val_tpr_gap": [None if not np.isfinite(g) else g for g in gaps],
+        "choices": {str(d): float(weights[choose(d)]) for d in FAIR_DELTAS},
+    }
+    return fused
+
+
 STRATEGIES: dict[str, Strategy] = {
     "mean": _mean,
     "weighted": _weighted,
     "stacked": _stacked,
     "max": _max,
+    "fair": _fair,
 }
-NEEDS_LABELS = {"weighted", "stacked"}
+NEEDS_LABELS = {"weighted", "stacked", "fair"}
 
 
 def fusion_name(image_model: str, strategy: str) -> str:
@@ -109,9 +168,14 @@ def fusion_name(image_model: str, strategy: str) -> str:
 
 
 def fuse(
-    probs: pd.DataFrame, strategy: str = "mean", studies: pd.DataFrame | None = None, seed: int = 0
+    probs: pd.DataFrame,
+    strategy: str = "mean",
+    studies: pd.DataFrame | None = None,
+    seed: int = 0,
+    **options,
 ) -> pd.Series:
-    """Fuse the columns of ``probs`` (one per model, indexed by idx) into one probability."""
+    """Fuse the columns of ``probs`` (one per model, indexed by idx) into one probability;
+    ``options`` reach the strategy (``fair``: ``attribute``, ``delta``)."""
     if strategy not in STRATEGIES:
         raise RadfusionError(f"unknown fusion strategy {strategy!r}; known: {list(STRATEGIES)}")
     if probs.shape[1] < 2:
@@ -131,8 +195,11 @@ def fuse(
             f"({probs.iat[rows[0], cols[0]]}) for idx {probs.index[rows[0]]}; "
             "its predictions are not usable"
         )
-    fused = STRATEGIES[strategy](probs, studies, seed)
-    return fused.clip(0.0, 1.0)
+    fused = STRATEGIES[strategy](probs, studies, seed, **options)
+    attrs = dict(fused.attrs)
+    fused = fused.clip(0.0, 1.0)
+    fused.attrs.update(attrs)
+    return fused
 
 
 #: The models whose predictions the benchmark writes itself: never a fusion's output name.
@@ -215,9 +282,11 @@ def fuse_files(
     studies: pd.DataFrame,
     seed: int = 0,
     name: str | None = None,
+    **options,
 ) -> Path:
     """Read ``PRED_DIR/<model>.csv`` for each model, fuse, write ``<name>.csv`` (by default
-    ``fusion_<strategy>.csv``)."""
+    ``fusion_<strategy>.csv``), and, for a fusion that records how it chose (``fair``), its
+    sweep as ``<name>.sweep.json`` beside it."""
     pred_dir = Path(pred_dir)
     out = pred_dir / f"{output_name(name or f'fusion_{strategy}', models)}.csv"
     columns = {}
@@ -236,7 +305,9 @@ def fuse_files(
                 f"({len(diff)} idx differ, e.g. {list(diff[:5])}); fusion needs the same studies"
             )
     probs = pd.DataFrame(columns)
-    fused = fuse(probs, strategy, studies, seed)
+    fused = fuse(probs, strategy, studies, seed, **options)
+    if "sweep" in fused.attrs:
+        write_json(fused.attrs["sweep"], out.with_suffix(".sweep.json"))
     frame = pd.DataFrame(
         {
             "idx": fused.index,

@@ -90,3 +90,11 @@ CODE_PREFIXES = {
     "race": "RACE",
     "smoking": "SMOKING",
 }
+
+#: The paper's fairness attributes: attribute -> (the studies column, its two groups in the
+#: paper's order). A study with another value (unknown gender, no age) is in neither group.
+GROUP_ATTRIBUTES = {
+    "gender": ("gender", ("Female", "Male")),
+    "race": ("race", ("White", "Others")),
+    "age": ("age_group", (">80", "<=80")),
+}

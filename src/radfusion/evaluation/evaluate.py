@@ -27,6 +27,7 @@ from fairlearn.metrics import (
     equalized_odds_difference,
 )
 
+from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
@@ -48,12 +49,7 @@ __all__ = ["ATTRIBUTES", "PE_SUBTYPES", "SUBSETS", "Evaluation", "evaluate"]
 
 SUBSETS = ("all", "non_subsegmental")
 #: attribute -> (studies column, groups in the paper's order)
-ATTRIBUTES = {
-    "overall": (None, ("all",)),
-    "gender": ("gender", ("Female", "Male")),
-    "race": ("race", ("White", "Others")),
-    "age": ("age_group", (">80", "<=80")),
-}
+ATTRIBUTES = {"overall": (None, ("all",)), **GROUP_ATTRIBUTES}
 SCORE_METRICS = {"auroc": auroc, "brier": brier, "ece": ece}
 REPORTED = (*METRICS, "brier", "ece")
 FAIRNESS = ("eod", "tpr_diff_signed", "equalized_odds_diff", "auroc_gap")
@@ -145,7 +141,6 @@ def evaluate(
             )
         threshold, val_sens, val_spec = youden_threshold(y_val, prob.loc[val].to_numpy())
         threshold_rows.append((model, threshold, val_sens, val_spec))
-        paper_attributes = {a: v for a, v in ATTRIBUTES.items() if v[0] is not None}
         mitigation_rows.extend(
             mitigate(
                 model,
@@ -154,7 +149,7 @@ def evaluate(
                 prob,
                 threshold,
                 counts["all"],
-                paper_attributes,
+                GROUP_ATTRIBUTES,
                 seed=seed,
                 level=level,
             )

@@ -15,17 +15,14 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.evaluation.bootstrap import Resamples
 from radfusion.evaluation.metrics import fpr, sensitivity
 
 __all__ = ["CELL_ATTRIBUTES", "COLUMNS", "intersections"]
 
 #: The attributes crossed, with their groups (the paper's), as the studies table names them.
-CELL_ATTRIBUTES = {
-    "gender": ("Female", "Male"),
-    "race": ("White", "Others"),
-    "age_group": (">80", "<=80"),
-}
+CELL_ATTRIBUTES = dict(GROUP_ATTRIBUTES.values())  # studies column -> its two groups
 COLUMNS = [
     "model",
     "cell",

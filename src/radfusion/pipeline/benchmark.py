@@ -178,7 +178,10 @@ STAGES: tuple[Stage, ...] = (
         _fusion,
         after=("ehr", "image", "slicenet"),
         sections=("fusion", "seed"),
-        outputs=lambda run: list(run.predictions.glob("fusion_*.csv")),
+        outputs=lambda run: [
+            *run.predictions.glob("fusion_*.csv"),
+            *run.predictions.glob("fusion_*.json"),
+        ],
     ),
     Stage(
         "evaluate",

@@ -212,8 +212,17 @@ def fuse_predictions(
             return fusion_name(models[0], strategy)
         return f"fusion_{strategy}"
 
+    options = {"fair": {"attribute": section.fair_attribute, "delta": section.fair_delta}}
     return [
-        fuse_files(pred_dir, models, strategy, studies, seed=seed, name=name or default(strategy))
+        fuse_files(
+            pred_dir,
+            models,
+            strategy,
+            studies,
+            seed=seed,
+            name=name or default(strategy),
+            **options.get(strategy, {}),
+        )
         for strategy in section.strategies
     ]
 

@@ -16,6 +16,7 @@ from radfusion.evaluation.evaluate import ATTRIBUTES
 __all__ = [
     "auroc_forest",
     "calibration",
+    "fair_fusion_sweep",
     "intersection_heatmap",
     "mitigation_tradeoff",
     "roc_by_group",
@@ -247,4 +248,29 @@ def mitigation_tradeoff(mitigation, models) -> bytes:
         ax.set_xlabel("|TPR(first group) − TPR(second group)|")
     np.atleast_1d(axes)[0].set_ylabel("accuracy")
     fig.legend(fontsize=7, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))
+    return _png(fig)
+
+
+def fair_fusion_sweep(sweeps: dict[str, dict]) -> bytes:
+    """Each fairness-aware fusion's validation trade-off: AUROC against the TPR gap for every
+    weight, the Pareto front drawn, and the weight chosen at each AUROC loss delta marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for k, (name, sweep) in enumerate(sweeps.items()):
+        colour = plt.get_cmap("tab10")(k % 10)
+        gaps = np.array([np.nan if g is None else g for g in sweep["val_tpr_gap"]], float)
+        aurocs = np.array(sweep["val_auroc"], float)
+        ax.scatter(gaps, aurocs, s=12, color=colour, alpha=0.45)
+        order = np.argsort(gaps)
+        front = order[aurocs[order] >= np.maximum.accumulate(aurocs[order])]  # no better point
+        ax.plot(
+            gaps[front], aurocs[front], color=colour, lw=1.2, label=f"{name} ({sweep['attribute']})"
+        )
+        weights = list(sweep["weights"])
+        for delta, weight in sweep["choices"].items():
+            i = weights.index(weight)
+            ax.annotate(f"δ={float(delta):g}", (gaps[i], aurocs[i]), fontsize=7, color=colour)
+    ax.set_xlabel("validation |TPR(first group) − TPR(second group)|")
+    ax.set_ylabel("validation AUROC")
+    ax.set_title("Fairness-aware fusion weights: the trade-off on validation")
+    ax.legend(fontsize=8)
     return _png(fig)

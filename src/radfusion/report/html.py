@@ -212,6 +212,20 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
                 figures.intersection_heatmap(cells, models),
             )
         )
+    sweeps = {
+        m: json.loads(files[m].with_suffix(".sweep.json").read_text())
+        for m in models
+        if files[m].with_suffix(".sweep.json").exists()
+    }
+    if sweeps:
+        pictures.append(
+            (
+                "fair_fusion.png",
+                "Fairness-aware fusion: validation AUROC against the TPR gap over the fusion "
+                "weight, the weight chosen at each AUROC loss δ marked.",
+                figures.fair_fusion_sweep(sweeps),
+            )
+        )
     if mitigation is not None:
         pictures.append(
             (
