@@ -11,6 +11,7 @@ A run folder (``radfusion benchmark --out``, or the ``--out`` of the single-stag
     ehr/               the EHR model (model.skops, model.json, grid.csv, importance.csv)
     <image model>/     image/, slicenet/: checkpoints/, logs/, train_config.json
     predictions/       <model>.csv for every model: ehr, image, slicenet, fusion_*, yours
+    selection.csv      each imaging model's TPR gaps under each checkpoint choice
     eval/              metrics, thresholds, fairness, comparisons, subtypes, intersections,
                        outcomes
     report/            report.html, tables/, figures/
@@ -83,6 +84,7 @@ class RunDir:
     eval = property(lambda self: EvalDir(self.root / "eval"))
     report = property(lambda self: self.root / "report")
     report_page = property(lambda self: self.root / "report" / "report.html")
+    selection = property(lambda self: self.root / "selection.csv")  # checkpoint choice, gaps
 
     def stage(self, name: str) -> Path:
         """A stage's record: fingerprint and status."""

@@ -76,7 +76,9 @@ def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
     config = load_config(None, [*TINY, "fusion.strategies=[mean, max]"])
     result = run_benchmark(data, run, config)
     assert result.statuses == {
-        **dict.fromkeys(["validate", "preprocess", "ehr", "image", "slicenet"], "skipped"),
+        **dict.fromkeys(
+            ["validate", "preprocess", "ehr", "image", "slicenet", "selection"], "skipped"
+        ),
         **dict.fromkeys(["fusion", "evaluate", "report"], "ran"),
     }
     assert {p: p.stat().st_mtime_ns for p in image_ckpt} == mtimes  # PENet untouched
@@ -84,6 +86,36 @@ def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
     fusions = {"fusion_mean", "fusion_max", "fusion_slicenet_mean", "fusion_slicenet_max"}
     assert names == {"ehr", "image", "slicenet", *fusions}  # the old fusions are gone
     assert set(result.summary["model"]) == names
+
+
+def test_the_selection_table_matches_the_evaluations_gaps(benchmark_run):
+    """The checkpoint each model scored the studies with (PENet: the best on validation,
+    SliceNet: the last epoch, in the tiny config) gives, in selection.csv, the TPR gaps that
+    the evaluation computed from the predictions files."""
+    _, run, _ = benchmark_run
+    table = pd.read_csv(run / "selection.csv")
+    fairness = pd.read_csv(run / "eval" / "fairness.csv")
+    for model, selection in (("image", "best validation AUROC"), ("slicenet", "last epoch")):
+        for attribute in ("gender", "race", "age"):
+            row = table[
+                (table["model"] == model)
+                & (table["selection"] == selection)
+                & (table["attribute"] == attribute)
+            ].iloc[0]
+            eod = fairness[
+                (fairness["model"] == model)
+                & (fairness["subset"] == "all")
+                & (fairness["attribute"] == attribute)
+                & (fairness["metric"] == "eod")
+            ]["value"].iloc[0]
+            assert row["test_tpr_gap"] == pytest.approx(eod, abs=1e-6), (model, attribute)
+    last = table[(table["model"] == "image") & (table["selection"] == "last epoch")]
+    assert last["checkpoint"].str.startswith("epoch-").all()
+    fairest = table[table["selection"] == "smallest validation TPR gap"]
+    others = table[table["selection"] != "smallest validation TPR gap"]
+    for row in fairest.itertuples():
+        rivals = others[(others["model"] == row.model) & (others["attribute"] == row.attribute)]
+        assert row.val_tpr_gap == rivals["val_tpr_gap"].min()
 
 
 def test_slicenet_switched_off_leaves_nothing_behind(run_copy):

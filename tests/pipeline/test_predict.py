@@ -67,6 +67,7 @@ def test_without_ehr_the_image_model_decides_and_says_so(benchmark_run):
     assert score.ehr_prob is None and score.fused_prob is None and score.model == "image"
     assert score.decision == (score.image_prob >= score.threshold)
     assert "no EHR given" in score.notes[0]
+    assert any("group thresholds" in note and "not applied" in note for note in score.notes)
     start, end = score.best_window
     assert end - start == 23 and start >= 0
     assert score.slicenet["model"] == "slicenet" and score.slicenet["fused_prob"] is None

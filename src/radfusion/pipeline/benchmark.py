@@ -111,6 +111,14 @@ def _imaging(name: str):
     return work
 
 
+def _selection(ctx: Context) -> None:
+    from radfusion.imaging.preprocess import cache_folder
+    from radfusion.pipeline.selection import selection_table
+
+    folder = cache_folder(ctx.run.cache, steps.cache_params(ctx.config.preprocess))
+    selection_table(ctx.cohort, folder, ctx.run, _trained_images(ctx.config))
+
+
 def _trained_images(config: Config) -> list[str]:
     return ["image", "slicenet"] if config.slicenet.enabled else ["image"]
 
@@ -172,6 +180,12 @@ STAGES: tuple[Stage, ...] = (
         sections=("slicenet", "seed"),
         outputs=_model_outputs("slicenet"),
         enabled=lambda config: config.slicenet.enabled,
+    ),
+    Stage(
+        "selection",
+        _selection,
+        after=("preprocess", "image", "slicenet"),
+        outputs=lambda run: [run.selection],
     ),
     Stage(
         "fusion",

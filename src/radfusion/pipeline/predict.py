@@ -223,6 +223,11 @@ def predict_study(
     ehr_prob = None if ehr_row is None else _ehr(run, Path(ehr_row))
     if ehr_prob is None:
         notes.append("no EHR given: the decision is the image-only model's")
+    if RunDir(run).eval.mitigation.exists():
+        notes.append(
+            "the decision uses the single validation threshold; group thresholds "
+            "(eval/mitigation.csv) need the study's group and are evaluated, not applied here"
+        )
 
     def decide(name: str, prob: float) -> tuple[float | None, str, float, bool]:
         fused, model = None, name

@@ -170,6 +170,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
     # optional too: evaluations before the intersectional cells lack it
     cells = pd.read_csv(evaluation.intersections) if evaluation.intersections.exists() else None
     mitigation = pd.read_csv(evaluation.mitigation) if evaluation.mitigation.exists() else None
+    selection = pd.read_csv(layout.selection) if layout.selection.exists() else None
     models = list(dict.fromkeys(metrics["model"]))
     sources = meta.get("predictions") or [str(layout.predictions)]
     files = {p.stem: p for p in collect_prediction_files(sources)}
@@ -265,6 +266,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         subtypes_table=Markup(_subtypes_html(subtypes)) if subtypes is not None else None,
         intersections_table=Markup(_intersections_html(cells)) if cells is not None else None,
         mitigation_table=Markup(_mitigation_html(mitigation)) if mitigation is not None else None,
+        selection_table=Markup(_frame_html(selection)) if selection is not None else None,
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
