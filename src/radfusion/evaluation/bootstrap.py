@@ -12,7 +12,7 @@ import numpy as np
 
 from radfusion.evaluation import metrics
 
-__all__ = ["Resamples", "stratified_counts"]
+__all__ = ["Resamples", "interval", "stratified_counts"]
 
 
 def stratified_counts(y_true, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -26,6 +26,18 @@ def stratified_counts(y_true, n_boot: int, rng: np.random.Generator) -> np.ndarr
                 len(members), np.full(len(members), 1 / len(members)), size=n_boot
             )
     return counts
+
+
+def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of a metric's replicates; NaN when most resamples leave the
+    metric undefined (a group without positives, say)."""
+    replicates = np.asarray(replicates, dtype=float)
+    defined = replicates[np.isfinite(replicates)]
+    if len(defined) < 0.5 * len(replicates) or not len(defined):
+        return np.nan, np.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 class Resamples:

@@ -29,7 +29,7 @@ from fairlearn.metrics import (
 
 from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
-from radfusion.evaluation.bootstrap import Resamples, stratified_counts
+from radfusion.evaluation.bootstrap import Resamples, interval, stratified_counts
 from radfusion.evaluation.delong import delong_test
 from radfusion.evaluation.intersections import COLUMNS as INTERSECTION_COLUMNS
 from radfusion.evaluation.intersections import intersections
@@ -85,15 +85,6 @@ class Evaluation:
     mitigation: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=MITIGATION_COLUMNS)
     )
-
-
-def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
-    defined = replicates[np.isfinite(replicates)]
-    if len(defined) < 0.5 * len(replicates) or not len(defined):
-        return np.nan, np.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(defined, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def _group_frames(y, score, pred, groups):
@@ -183,7 +174,7 @@ def evaluate(
                     for metric in REPORTED:
                         frame = by_score if metric in SCORE_METRICS else by_decision
                         value = float(frame.by_group.loc[group, metric]) if in_frame else np.nan
-                        low, high = _interval(reps[metric], level)
+                        low, high = interval(reps[metric], level)
                         note = ""
                         if not np.isfinite(value):
                             gm = labels.to_numpy() == group
@@ -287,10 +278,10 @@ def _by_subtype(model, part, covered, res: Resamples, level):
         if n_pos:
             members = positives | negatives
             reps = res.metrics(members)
-            sens, sens_ci = float(res.pred[positives].mean()), _interval(reps["sensitivity"], level)
+            sens, sens_ci = float(res.pred[positives].mean()), interval(reps["sensitivity"], level)
             if n_neg:
                 auc = auroc(res.y[members], res.score[members])
-                auc_ci = _interval(reps["auroc"], level)
+                auc_ci = interval(reps["auroc"], level)
         rows.append((model, subtype, n_pos, n_neg, auc, *auc_ci, sens, *sens_ci))
     return rows
 
@@ -348,7 +339,7 @@ def _fairness(
     rows = []
     for metric in FAIRNESS:
         value = float(values[metric])
-        low, high = _interval(reps[metric], level)
+        low, high = interval(reps[metric], level)
         note = (
             ""
             if np.isfinite(value)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion.data.layout import GROUP_ATTRIBUTES
-from radfusion.evaluation.bootstrap import Resamples
+from radfusion.evaluation.bootstrap import Resamples, interval
 from radfusion.evaluation.metrics import fpr, sensitivity
 
 __all__ = ["CELL_ATTRIBUTES", "COLUMNS", "intersections"]
@@ -39,15 +39,6 @@ COLUMNS = [
     "in_gap",
 ]
 GAP_CELL = "max - min"
-
-
-def _interval(reps: np.ndarray, level: float) -> tuple[float, float]:
-    defined = reps[np.isfinite(reps)]
-    if not len(defined):
-        return np.nan, np.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(defined, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def intersections(
@@ -78,7 +69,7 @@ def intersections(
             ("fpr", fpr, "fpr", n_neg),
         ):
             value = float(fn(y, pred))
-            low, high = _interval(reps[key], level) if np.isfinite(value) else (np.nan, np.nan)
+            low, high = interval(reps[key], level) if np.isfinite(value) else (np.nan, np.nan)
             in_gap = size >= min_cell_size and np.isfinite(value)
             if in_gap:
                 values[metric].append(value)
@@ -105,7 +96,7 @@ def intersections(
             with warnings.catch_warnings():  # a resample may leave every cell undefined
                 warnings.simplefilter("ignore", RuntimeWarning)
                 gaps = np.nanmax(stacked, axis=0) - np.nanmin(stacked, axis=0)
-            low, high = _interval(gaps, level)
+            low, high = interval(gaps, level)
         else:  # fewer than two cells large enough: no gap to speak of
             value, low, high = np.nan, np.nan, np.nan
         n = len(values[metric])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from radfusion.evaluation.bootstrap import interval
 from radfusion.evaluation.metrics import FROM_COUNTS, confusion
 
 __all__ = ["COLUMNS", "CONSTRAINTS", "mitigate"]
@@ -41,15 +42,6 @@ class _Scores(ClassifierMixin, BaseEstimator):
 
     def predict(self, x):
         return (self.predict_proba(x)[:, 1] >= 0.5).astype(int)
-
-
-def _interval(reps: np.ndarray, level: float) -> tuple[float, float]:
-    defined = reps[np.isfinite(reps)]
-    if not len(defined):
-        return np.nan, np.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(defined, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def _scores(y, pred, groups, pair, weights) -> dict[str, np.ndarray | float]:
@@ -132,6 +124,6 @@ def mitigate(
             reps = _scores(y_test, pred, groups, pair, counts)
             for metric in REPORTED:
                 value = float(point[metric])
-                low, high = _interval(np.asarray(reps[metric], float), level)
+                low, high = interval(np.asarray(reps[metric], float), level)
                 rows.append((model, attribute, method, metric, value, low, high, notes[method]))
     return rows
