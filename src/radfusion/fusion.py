@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold
 from radfusion.data.findings import checked_ids
 from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
-from radfusion.evaluation.metrics import sensitivity, youden_threshold
+from radfusion.evaluation.metrics import tpr_gap, youden_threshold
 from radfusion.io import quote, read_user_csv, write_csv, write_json
 from radfusion.predictions import read_predictions
 
@@ -99,14 +99,6 @@ def _stacked(probs, studies, seed, folds=5):
 FAIR_DELTAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
-def _tpr_gap(y, score, groups, pair) -> float:
-    """|TPR(a) - TPR(b)| at the Youden threshold of ``score`` on these studies."""
-    threshold, _, _ = youden_threshold(y, score)
-    pred = score >= threshold
-    rates = [sensitivity(y[groups == g], pred[groups == g]) for g in pair]
-    return abs(rates[0] - rates[1])
-
-
 def _fair(probs, studies, seed, *, attribute="gender", delta=0.02, step=0.05):
     """The weight of two models whose fusion has the smallest validation TPR gap between the
     attribute's two groups, among the weights whose validation AUROC is within ``delta`` of the
@@ -128,7 +120,8 @@ def _fair(probs, studies, seed, *, attribute="gender", delta=0.02, step=0.05):
     for w in weights:
         score = x @ np.array([w, 1 - w])
         aurocs.append(float(roc_auc_score(y, score)))
-        gaps.append(float(_tpr_gap(y[known], score[known], groups, pair)))
+        threshold, _, _ = youden_threshold(y[known], score[known])  # the gap at Youden's point
+        gaps.append(float(tpr_gap(y[known], score[known] >= threshold, groups, pair)))
     aurocs, gaps = np.array(aurocs), np.nan_to_num(np.array(gaps), nan=np.inf)
 
     def choose(d: float) -> int:

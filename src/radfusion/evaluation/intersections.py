@@ -19,7 +19,7 @@ from radfusion.data.layout import GROUP_ATTRIBUTES
 from radfusion.evaluation.bootstrap import Resamples, interval
 from radfusion.evaluation.metrics import fpr, sensitivity
 
-__all__ = ["CELL_ATTRIBUTES", "COLUMNS", "intersections"]
+__all__ = ["CELL_ATTRIBUTES", "COLUMNS", "GAP_CELL", "intersections"]
 
 #: The attributes crossed, with their groups (the paper's), as the studies table names them.
 CELL_ATTRIBUTES = dict(GROUP_ATTRIBUTES.values())  # studies column -> its two groups

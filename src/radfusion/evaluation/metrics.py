@@ -26,6 +26,7 @@ __all__ = [
     "ppv",
     "sensitivity",
     "specificity",
+    "tpr_gap",
     "why_undefined",
     "youden_threshold",
 ]
@@ -85,6 +86,13 @@ def accuracy(y_true, y_pred, weights=None):
 
 def fpr(y_true, y_pred, weights=None):
     return FROM_COUNTS["fpr"](*confusion(y_true, y_pred, weights))
+
+
+def tpr_gap(y_true, y_pred, groups, pair) -> float:
+    """|TPR(a) - TPR(b)| between the two groups ``pair`` of ``groups`` (others left out)."""
+    y, p, g = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    a, b = (sensitivity(y[g == group], p[g == group]) for group in pair)
+    return abs(a - b)
 
 
 def auroc(y_true, y_score, weights=None):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion.data.layout import GROUP_ATTRIBUTES
-from radfusion.evaluation.metrics import auroc, sensitivity, youden_threshold
+from radfusion.evaluation.metrics import auroc, sensitivity, tpr_gap, youden_threshold
 from radfusion.imaging.checkpoints import best_checkpoint, usable
 from radfusion.io import write_csv
 from radfusion.rundir import ModelDir, RunDir
@@ -29,11 +29,6 @@ COLUMNS = [
     "test_auroc",
     "test_sensitivity",
 ]
-
-
-def _gap(y, pred, groups, pair) -> float:
-    rates = [sensitivity(y[groups == g], pred[groups == g]) for g in pair]
-    return abs(rates[0] - rates[1])
 
 
 def _kept(folder: Path) -> dict[str, Path]:
@@ -53,42 +48,35 @@ def selection_table(cohort, cache_folder: Path, run: RunDir, models: list[str]) 
     """The table for each trained imaging model, written to ``run.selection``."""
     from radfusion.imaging.inference import open_checkpoint, predict_studies
 
-    studies = cohort.studies
-    scored = studies[studies["split"].isin(["val", "test"])]
+    scored = cohort.studies[cohort.studies["split"].isin(["val", "test"])]
+    y = scored["label"].to_numpy().astype(bool)
+    val = (scored["split"] == "val").to_numpy()
     rows = []
     for model in models:
-        kept = _kept(ModelDir(run.model(model)).checkpoints)
-        results = {}
-        for selection, path in kept.items():
+        results = {}  # selection -> (checkpoint, probabilities, decisions)
+        for selection, path in _kept(ModelDir(run.model(model)).checkpoints).items():
             ckpt = open_checkpoint(path)
             probs = predict_studies(ckpt.model, cache_folder, scored, ckpt.config, source=path)
             prob = probs.set_index("idx")["prob"].reindex(scored.index).to_numpy()
-            val = (scored["split"] == "val").to_numpy()
-            y = scored["label"].to_numpy().astype(bool)
             threshold, _, _ = youden_threshold(y[val], prob[val])
-            pred = prob >= threshold
-            results[selection] = (path, y, prob, pred, val)
+            results[selection] = (path, prob, prob >= threshold)
         for attribute, (column, pair) in GROUP_ATTRIBUTES.items():
             groups = scored[column].to_numpy()
-            gaps = {}
-            for selection, (_, y, prob, pred, val) in results.items():
-                test = ~val
-                gaps[selection] = (
-                    _gap(y[val], pred[val], groups[val], pair),
-                    _gap(y[test], pred[test], groups[test], pair),
-                    auroc(y[test], prob[test]),
-                    sensitivity(y[test], pred[test]),
+            found = {
+                selection: (
+                    path.name,
+                    tpr_gap(y[val], pred[val], groups[val], pair),
+                    tpr_gap(y[~val], pred[~val], groups[~val], pair),
+                    auroc(y[~val], prob[~val]),
+                    sensitivity(y[~val], pred[~val]),
                 )
-            defined = {s: g for s, g in gaps.items() if np.isfinite(g[0])}
+                for selection, (path, prob, pred) in results.items()
+            }
+            defined = [s for s, values in found.items() if np.isfinite(values[1])]
             if defined:
-                fairest = min(defined, key=lambda s: defined[s][0])
-                gaps = {**gaps, "smallest validation TPR gap": gaps[fairest]}
-                results_of = {**results, "smallest validation TPR gap": results[fairest]}
-            else:
-                results_of = results
-            for selection, values in gaps.items():
-                path = results_of[selection][0]
-                rows.append((model, selection, path.name, attribute, *values))
+                fairest = min(defined, key=lambda s: found[s][1])
+                found["smallest validation TPR gap"] = found[fairest]
+            rows.extend((model, s, name, attribute, *rest) for s, (name, *rest) in found.items())
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(table, run.selection, float_format="%.6g")
     return table

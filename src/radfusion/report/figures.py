@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from radfusion.evaluation.evaluate import ATTRIBUTES
+from radfusion.evaluation.intersections import GAP_CELL
 
 __all__ = [
     "auroc_forest",
@@ -185,7 +186,7 @@ def auroc_forest(metrics, models) -> bytes:
 def intersection_heatmap(cells, models) -> bytes:
     """TPR and FPR per gender x race x age cell (rows) and model (columns); a cell too small
     to enter the gap is marked with its size in brackets."""
-    body = cells[cells["cell"] != "max - min"]
+    body = cells[cells["cell"] != GAP_CELL]
     names = list(dict.fromkeys(body["cell"]))
     fig, axes = plt.subplots(
         1, 2, figsize=(3 + 1.1 * len(models) * 2, 0.45 * len(names) + 2), sharey=True

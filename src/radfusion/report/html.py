@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from radfusion import __version__
 from radfusion.data.summary import TEST_GROUPS, label_counts, test_group_counts
 from radfusion.errors import RadfusionError
+from radfusion.evaluation.intersections import GAP_CELL
 from radfusion.io import atomic_path
 from radfusion.predictions import collect_prediction_files
 from radfusion.report import figures
@@ -90,8 +91,8 @@ def _intersections_html(cells: pd.DataFrame) -> str:
         sizes = first[(first["cell"] == name) & (first["metric"] == "tpr")].iloc[0]
         row = {
             "cell": name,
-            "positives": sizes["n_positive"] if name != "max - min" else "",
-            "negatives": sizes["n_negative"] if name != "max - min" else "",
+            "positives": sizes["n_positive"] if name != GAP_CELL else "",
+            "negatives": sizes["n_negative"] if name != GAP_CELL else "",
         }
         for model in models:
             for metric in ("tpr", "fpr"):
