@@ -226,10 +226,14 @@ def benchmark(
 
     validate, preprocess, ehr, image, slicenet (when enabled), fusion, evaluate, report.
     Unchanged stages are skipped; an interrupted run resumes where it stopped."""
+    from radfusion.devices import is_rank_zero
     from radfusion.pipeline.benchmark import run_benchmark
     from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
 
     resolved = resolve(config, set_, show, None)
+    if not is_rank_zero():  # a DDP rank Lightning started: it trains its share, silently
+        run_benchmark(data, out, resolved)
+        return
     console.print(f"benchmark of {data} -> {out}")
     with stage_progress() as bars:
         result = run_benchmark(

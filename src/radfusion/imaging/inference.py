@@ -12,16 +12,25 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from radfusion.allocator import retain_freed_memory
 from radfusion.config import TrainConfig
 from radfusion.data.findings import suggest
+from radfusion.devices import cpu_has_bf16
 from radfusion.errors import RadfusionError
 from radfusion.imaging.checkpoints import read_checkpoint
+from radfusion.imaging.datamodule import loader_options
 from radfusion.imaging.module import aggregate, memory_format, window_probs
 from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.registry import create_model
 from radfusion.imaging.windows import EvalWindows
 
-__all__ = ["Checkpoint", "load_checkpoint", "open_checkpoint", "predict_studies"]
+__all__ = [
+    "Checkpoint",
+    "load_checkpoint",
+    "open_checkpoint",
+    "predict_studies",
+    "scoring_precision",
+]
 
 
 @dataclass
@@ -83,6 +92,16 @@ def load_checkpoint(path: str | os.PathLike):
     return ckpt.model, ckpt.config
 
 
+def scoring_precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that ``config.eval_precision`` asks for on ``device`` (None: float32)."""
+    if config.eval_precision == "bf16":
+        return torch.bfloat16
+    if config.eval_precision == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        return torch.bfloat16 if native else None
+    return None
+
+
 @torch.inference_mode()
 def predict_studies(
     model,
@@ -92,20 +111,34 @@ def predict_studies(
     batch_size: int | None = None,
     *,
     source: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
-    """Every window of every study; study probability = aggregate over windows; the best
-    window's slice range is returned too. A non-finite probability is an error naming the
-    model and its checkpoint ``source``."""
+    """Every window of every study, on ``device``; study probability = aggregate over windows;
+    the best window's slice range is returned too. Windows stream from the memory-mapped cache
+    (no study is ever held whole as float32); to a GPU they travel as int16 and are normalised
+    there. A non-finite probability is an error naming the model and its checkpoint ``source``.
+    """
+    device = torch.device(device)
+    gpu = device.type == "cuda"
     data = EvalWindows(
-        cache_dir, studies, window=config.window, crop=config.crop, stride=config.eval_stride
+        cache_dir,
+        studies,
+        window=config.window,
+        crop=config.crop,
+        stride=config.eval_stride,
+        normalized=not gpu,
     )
     loader = DataLoader(
-        data, batch_size=batch_size or config.eval_batch_size, num_workers=config.num_workers
+        data, batch_size=batch_size or config.eval_batch_size, **loader_options(config, gpu)
     )
+    dtype = scoring_precision(config, device)
+    model = model.eval().to(device, memory_format=memory_format(model))
     per: dict[int, list[tuple[float, int]]] = {}
-    model = model.eval().to(memory_format=memory_format(model))
+    if not gpu:
+        retain_freed_memory()  # 1.3x for a 3-D CNN on a CPU (radfusion.allocator)
     for x, idx, start in loader:
-        probs = window_probs(model, x)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            probs = window_probs(model, x.to(device, non_blocking=True))
         if not np.isfinite(probs).all():
             where = f" ({source})" if source is not None else ""
             raise RadfusionError(

@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 from radfusion.config import TrainConfig
 from radfusion.errors import RadfusionError
 from radfusion.imaging.registry import create_model
+from radfusion.imaging.windows import normalize_tensor
 
 __all__ = [
     "PENetModule",
@@ -27,6 +28,7 @@ __all__ = [
     "aggregate",
     "focal_loss",
     "memory_format",
+    "model_input",
     "window_probs",
 ]
 
@@ -60,10 +62,17 @@ def memory_format(model: torch.nn.Module) -> torch.memory_format:
     return getattr(model, "memory_format", torch.channels_last_3d)
 
 
+def model_input(x: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """A batch of windows as the model takes it: int16 HU (as windows travel to a GPU)
+    normalised where they now are, in the model's memory format."""
+    if not x.is_floating_point():
+        x = normalize_tensor(x)
+    return x.to(memory_format=memory_format(model))
+
+
 def window_probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     """The model's probability for each window of a batch, as float32."""
-    x = x.to(memory_format=memory_format(model))
-    return torch.sigmoid(model(x).squeeze(1)).float().cpu().numpy()
+    return torch.sigmoid(model(model_input(x, model)).squeeze(1)).float().cpu().numpy()
 
 
 class PENetModule(L.LightningModule):
@@ -76,7 +85,7 @@ class PENetModule(L.LightningModule):
         self.model = create_model(self.cfg.model, **self.cfg.model_args)
         self.memory_format = memory_format(self.model)
         self.model.to(memory_format=self.memory_format)
-        self._val: dict[int, list[float]] = {}
+        self._val: list[tuple[int, int, float]] = []  # (study, window start, probability)
         self.val_labels: dict[int, int] = {}
 
     def forward(self, x):
@@ -94,7 +103,7 @@ class PENetModule(L.LightningModule):
         step = (self.cfg.seed, self.global_rank, self.current_epoch, batch_idx)
         torch.manual_seed(hash(step) % 2**63)
         x, y = batch
-        logits = self.model(x.to(memory_format=self.memory_format)).squeeze(1)
+        logits = self.model(model_input(x, self.model)).squeeze(1)
         if self.cfg.loss == "bce":
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
@@ -117,19 +126,33 @@ class PENetModule(L.LightningModule):
         return idx.numpy(), start.numpy(), window_probs(self.model, x)
 
     def on_validation_epoch_start(self):
-        self._val = {}
+        self._val = []
 
     def validation_step(self, batch, batch_idx):
-        x, idx, _ = batch
-        for i, p in zip(idx.tolist(), window_probs(self.model, x), strict=True):
-            self._val.setdefault(int(i), []).append(float(p))
+        x, idx, start = batch
+        probs = window_probs(self.model, x)
+        for i, s, p in zip(idx.tolist(), start.tolist(), probs, strict=True):
+            self._val.append((int(i), int(s), float(p)))
+
+    def _gathered_windows(self) -> dict[tuple[int, int], float]:
+        """Every rank's validation windows (under DDP each rank scores a share of them; the
+        sampler pads the shares to one length with repeated windows, which the keys merge)."""
+        rows = self._val
+        if self.trainer.world_size > 1:
+            local = torch.tensor(rows, dtype=torch.float64, device=self.device).reshape(-1, 3)
+            rows = self.all_gather(local).reshape(-1, 3).cpu().tolist()
+        return {(int(i), int(s)): float(p) for i, s, p in rows}
 
     def on_validation_epoch_end(self):
-        ids = sorted(self._val)
+        per: dict[int, list[float]] = {}
+        for (i, _), p in sorted(self._gathered_windows().items()):
+            per.setdefault(i, []).append(p)
+        ids = sorted(per)
         y = np.array([self.val_labels[i] for i in ids])
-        p = np.array([aggregate(np.array(self._val[i]), self.cfg.aggregate) for i in ids])
+        p = np.array([aggregate(np.array(per[i]), self.cfg.aggregate) for i in ids])
         auroc = roc_auc_score(y, p) if len(np.unique(y)) == 2 else 0.5
-        self.log("val_auroc", float(auroc), prog_bar=True, sync_dist=True)
+        # Every rank computed it from every window: the same value, nothing to reduce.
+        self.log("val_auroc", float(auroc), prog_bar=True)
 
     def configure_optimizers(self):
         params = self.model.parameters()

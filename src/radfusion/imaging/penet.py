@@ -63,6 +63,33 @@ def _norm(kind: str, channels: int, per_group: int) -> nn.Module:
     return nn.GroupNorm(max(channels // per_group, 1), channels)
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class DepthTapConv3d(nn.Conv3d):
+    """A 3-D convolution of a 1-channel volume computed as a 2-D one: the kernel's depth taps
+    become input channels (slice d's channels are slices d-3 .. d+3), which the 2-D kernels
+    handle better than a 3-D convolution with one input channel. The weights keep the Conv3d's
+    shape and name, so checkpoints and pretrained weights load unchanged. Inference only: with
+    autograd the 3-D kernel's backward is the faster (benchmarks/penet_speed.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = self.in_channels != 1 or self.groups != 1 or self.stride[0] != 1
+        if plain or self.dilation != (1, 1, 1) or torch.is_grad_enabled():
+            return super().forward(x)
+        n, _, d, h, w = x.shape
+        kd, pd = self.kernel_size[0], self.padding[0]
+        x = nn.functional.pad(x[:, 0], (0, 0, 0, 0, pd, pd))  # [n, d + 2 pd, h, w]
+        taps = x.unfold(1, kd, 1).permute(0, 1, 4, 2, 3).reshape(n * d, kd, h, w)
+        taps = taps.contiguous(memory_format=torch.channels_last)
+        out = nn.functional.conv2d(
+            taps, self.weight[:, 0], self.bias, self.stride[1:], self.padding[1:]
+        )  # [n d, c, h', w']
+        out = out.unflatten(0, (n, d)).permute(0, 2, 1, 3, 4)
+        return out.contiguous(memory_format=torch.channels_last_3d)
+
+
 class SqueezeExcite(nn.Module):
     """Channel gates from globally pooled features: linear, LeakyReLU, linear, sigmoid."""
 
@@ -72,10 +99,13 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
-    def forward(self, x):
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gates [B, C, 1, 1, 1] that :meth:`forward` multiplies ``x`` by."""
         s = x.mean(dim=(2, 3, 4))
-        s = torch.sigmoid(self.fc2(nn.functional.leaky_relu(self.fc1(s))))
-        return x * s[:, :, None, None, None]
+        return torch.sigmoid(self.fc2(nn.functional.leaky_relu(self.fc1(s))))[..., None, None, None]
+
+    def forward(self, x):
+        return x * self.gates(x)
 
 
 class Bottleneck(nn.Module):
@@ -129,14 +159,19 @@ class Bottleneck(nn.Module):
         if self.training and self.survival < 1.0:
             # Stochastic depth, per sample: a dropped residual leaves only the shortcut.
             keep = torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) < self.survival
-            if not keep.any():  # not in place: identity may be the previous block's output
+            # Every sample dropped: the shortcut alone (not in place: identity may be the
+            # previous block's output). Not under DDP, whose gradient reduction waits for a
+            # gradient of every weight: there the residual is computed and multiplied by 0.
+            if not keep.any() and not _distributed():
                 return nn.functional.leaky_relu(identity)
         out = self.act(self.norm1(self.conv1(x)))
         out = self.act(self.norm2(self.conv2(out)))
-        out = self.se(self.norm3(self.conv3(out)))
+        out = self.norm3(self.conv3(out))
+        gates = self.se.gates(out)
         if self.training and self.survival < 1.0:
-            out = out * keep / self.survival
-        return self.act(out + identity)
+            gates = gates * keep / self.survival  # the dropped samples' residual is zero
+        # identity + out * gates in one pass over the block's largest tensor.
+        return self.act(torch.addcmul(identity, out, gates))
 
 
 class PENet(nn.Module):
@@ -151,7 +186,7 @@ class PENet(nn.Module):
         if c.norm not in NORMS:
             raise RadfusionError(f"unknown PENet norm {c.norm!r}; known: {NORMS}")
         self.stem = nn.Sequential(
-            nn.Conv3d(c.in_chans, c.stem_channels, 7, stride=(1, 2, 2), padding=3, bias=False),
+            DepthTapConv3d(c.in_chans, c.stem_channels, 7, stride=(1, 2, 2), padding=3, bias=False),
             _norm(c.norm, c.stem_channels, c.gn_channels_per_group),
             nn.LeakyReLU(inplace=True),
             nn.MaxPool3d(3, stride=2, padding=1),

@@ -15,7 +15,9 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+from radfusion.allocator import retain_freed_memory
 from radfusion.config import ImageSection, TrainConfig
+from radfusion.devices import is_rank_zero, on_gpu
 from radfusion.errors import RadfusionError
 from radfusion.imaging.checkpoints import AtomicCheckpointIO, best_checkpoint, usable
 from radfusion.imaging.datamodule import WindowDataModule
@@ -29,7 +31,7 @@ __all__ = ["RESUMABLE_CHANGES", "TRAIN_LOCK", "make_logger", "make_trainer", "tr
 
 TRAIN_LOCK = ModelDir(Path()).lock.name  # held while a training runs in its folder
 #: Config fields a rerun may change without making it another run.
-RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select"}
+RESUMABLE_CHANGES = {"max_epochs", "num_workers", "select", "eval_precision"}
 #: The optional packages a logger can write with (any one); the extra is named after it.
 LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
 log = logging.getLogger("radfusion")
@@ -85,14 +87,17 @@ def make_trainer(out: Path, config: TrainConfig, logger, trainer_args: dict) -> 
     }
     callbacks = args.pop("callbacks", [])
     plugins = [AtomicCheckpointIO(), *args.pop("plugins", [])]
+    gpu = on_gpu(args["accelerator"])
     trainer = L.Trainer(
         plugins=plugins,
         default_root_dir=out,
         max_epochs=config.max_epochs,
         callbacks=[checkpoints, latest, *callbacks],
-        # Some CUDA kernels (3-D max-pool backward among them) have no deterministic version:
-        # there, warn instead of refusing to train. CPU runs stay bit-reproducible.
-        deterministic=True if args["accelerator"] == "cpu" else "warn",
+        # CPU runs are bit-reproducible. On a GPU, cuDNN's autotuner picks the fastest 3-D
+        # convolutions, which are not deterministic (nor is 3-D max-pool's backward): a GPU
+        # run is reproducible to within their rounding, not bit for bit.
+        deterministic=not gpu,
+        benchmark=gpu,
         accumulate_grad_batches=config.accumulate,
         num_sanity_val_steps=0,
         **args,
@@ -118,7 +123,11 @@ def train_image(
     ``section`` is the config's ``image`` or ``slicenet`` section: its recipe, seeded by its
     own seed or ``seed``, and its devices, logger and pretrained weights; ``trainer_args`` adds
     to Lightning's. Returns the chosen checkpoint and the predictions. A second training in
-    ``out_dir`` while one runs is refused (:mod:`radfusion.locks`)."""
+    ``out_dir`` while one runs is refused (:mod:`radfusion.locks`).
+
+    Under DDP (``strategy: ddp``), every rank trains its share of each epoch's windows and
+    the validation AUROC is computed from all ranks' windows; rank 0 alone writes the
+    checkpoints, the record and the predictions. The other ranks return ``(None, None)``."""
     out = Path(out_dir)
     if isinstance(section, ImageSection):
         config = section.train_config(seed)
@@ -135,8 +144,13 @@ def train_image(
 
 
 def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, target):
-    _claim_run_dir(out, config)
-    data = WindowDataModule(cohort, cache_dir, config)
+    leader = is_rank_zero()
+    if leader:  # the other ranks of a distributed run write nothing of their own
+        _claim_run_dir(out, config)
+    gpu = on_gpu(args.get("accelerator", "cpu"))
+    if not gpu:
+        retain_freed_memory()  # a training step of PENet-50 on a CPU: radfusion.allocator
+    data = WindowDataModule(cohort, cache_dir, config, gpu=gpu)
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PENetModule(config.model_dump(), preprocessing)
     module.val_labels = data.val_labels
@@ -148,6 +162,9 @@ def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, targ
         for line in report.lines():
             log.warning("pretrained %s: %s", pretrained, line)
     trainer, best, latest = make_trainer(out, config, args.pop("logger"), args)
+    if not leader and trainer.world_size == 1:
+        # A rank Lightning started for another training, which this one does not share.
+        return None, None
     with warnings.catch_warnings():
         # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated pytree name.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -159,11 +176,14 @@ def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, targ
             if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its shutdown
                 raise KeyboardInterrupt from None
             raise
+    if not leader:  # rank 0 alone scores the studies with the chosen checkpoint
+        return None, None
     # latest's "best" is its only checkpoint: the final epoch's, under a name with its number.
     last = ModelDir(out).last
     chosen = Path((best if config.select == "best" else latest).best_model_path or last)
     model, _ = load_checkpoint(chosen)
-    scores = predict_studies(model, cache_dir, cohort.studies, config, source=chosen)
+    device = trainer.strategy.root_device if gpu else "cpu"
+    scores = predict_studies(model, cache_dir, cohort.studies, config, source=chosen, device=device)
     scores["split"] = cohort.studies.loc[scores["idx"], "split"].to_numpy()
     columns = ["idx", "prob", "split", "best_start", "best_end"]
     write_csv(scores[columns], target, float_format="%.8f")

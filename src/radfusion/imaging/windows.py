@@ -195,8 +195,10 @@ class TrainWindows(_CacheDataset):
         slice_jitter: int = 2,
         matched_positions: bool = True,
         seed: int = 0,
+        normalized: bool = True,
     ):
         super().__init__(cache_dir, studies, window, crop)
+        self.normalized = normalized  # False: int16 HU (rounded), normalised on the device
         self.length, self.abnormal_prob = length, abnormal_prob
         self.min_abnormal_slices, self.augment = min_abnormal_slices, augment
         self.max_rotation, self.slice_jitter, self.seed = max_rotation, slice_jitter, seed
@@ -268,7 +270,11 @@ class TrainWindows(_CacheDataset):
             angle = float(rng.uniform(-self.max_rotation, self.max_rotation))
             x = _rotate(x, angle)
         x = x[:, top : top + self.crop, left : left + self.crop].numpy()
-        return torch.from_numpy(normalize(x)[None]), torch.tensor(self.label(idx, start))
+        label = torch.tensor(self.label(idx, start))
+        if not self.normalized:
+            hu = np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+            return torch.from_numpy(hu[None]), label
+        return torch.from_numpy(normalize(x)[None]), label
 
 
 def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:

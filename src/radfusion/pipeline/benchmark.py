@@ -20,6 +20,7 @@ import pandas as pd
 
 from radfusion.config import Config
 from radfusion.data.cohort import Cohort, validate_cohort
+from radfusion.devices import is_rank_zero
 from radfusion.errors import CohortError, RadfusionError
 from radfusion.fusion import OWN_MODELS
 from radfusion.io import atomic_path, write_json
@@ -172,6 +173,7 @@ STAGES: tuple[Stage, ...] = (
         after=("preprocess",),
         sections=("image", "seed"),
         outputs=_model_outputs("image"),
+        all_ranks=True,
     ),
     Stage(
         "slicenet",
@@ -180,6 +182,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("slicenet", "seed"),
         outputs=_model_outputs("slicenet"),
         enabled=lambda config: config.slicenet.enabled,
+        all_ranks=True,
     ),
     Stage(
         "selection",
@@ -244,6 +247,19 @@ def _add_extra(run: RunDir, extras: Iterable[str | Path]) -> None:
             shutil.copyfile(extra, tmp)
 
 
+def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResult:
+    """A rank > 0: the same cohort and stages as rank 0, writing nothing but its share of the
+    distributed trainings (rank 0 holds the lock, the log and the books)."""
+    report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
+    if not report.ok:
+        raise CohortError(report.errors)
+    ctx = Context(
+        data, run, config, reporter or StageReporter(), dict(trainer_args or {}), [], report.cohort
+    )
+    statuses = run_stages(STAGES, ctx, run, ctx.reporter)
+    return BenchmarkResult(run.root, statuses, pd.DataFrame(), run.report_page)
+
+
 def run_benchmark(
     data_dir: str | Path,
     run_dir: str | Path,
@@ -254,8 +270,11 @@ def run_benchmark(
     trainer_args: dict | None = None,
 ) -> BenchmarkResult:
     """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``; another benchmark
-    running in ``run_dir`` at the same time is refused."""
+    running in ``run_dir`` at the same time is refused. On a rank other than 0 of a DDP
+    launch it only joins the trainings rank 0 runs, and returns an empty summary."""
     run = RunDir(Path(run_dir))
+    if not is_rank_zero():
+        return _join_trainings(Path(data_dir).resolve(), run, config, reporter, trainer_args)
     busy = (
         f"{run.root}: another radfusion benchmark is running here; wait for it, or use another "
         "--out"

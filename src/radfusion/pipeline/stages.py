@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from radfusion.devices import is_rank_zero
 from radfusion.io import write_json
 from radfusion.rundir import RunDir
 
@@ -149,7 +150,8 @@ class Stage:
     sections (and ``seed``) that shape it; ``signature``: anything else it reads, as a value
     that changes when the input does; ``outputs``: what it writes (removed before a run of
     another fingerprint); ``enabled``: whether the config asks for it; ``run``: the work,
-    returning a dict recorded with the stage.
+    returning a dict recorded with the stage; ``all_ranks``: the other ranks of a distributed
+    launch run it too (a training they take part in), and nothing else.
     """
 
     name: str
@@ -159,6 +161,7 @@ class Stage:
     signature: Callable[[Any], Any] | None = None
     outputs: Callable[[RunDir], list[Path]] = field(default=lambda run: [])
     enabled: Callable[[Any], bool] = field(default=lambda config: True)
+    all_ranks: bool = False
 
 
 def _section_values(config, names: Sequence[str]) -> list:
@@ -169,27 +172,46 @@ def _section_values(config, names: Sequence[str]) -> list:
     return values
 
 
+def _fingerprint(stage: Stage, context, fps: dict[str, str]) -> str:
+    return fingerprint(
+        stage.name,
+        [fps[name] for name in stage.after],
+        _section_values(context.config, stage.sections),
+        stage.signature(context) if stage.signature is not None else None,
+    )
+
+
 def run_stages(
     stages: Sequence[Stage], context, run: RunDir, reporter: StageReporter
 ) -> dict[str, str]:
     """Run ``stages`` in order for ``context`` (which carries ``config``): a stage whose
     fingerprint has a finished record is skipped, an interrupted one resumed, any other run
-    afresh; a disabled one has its outputs removed. Returns each stage's status."""
+    afresh; a disabled one has its outputs removed. Returns each stage's status.
+
+    On a rank other than 0 of a distributed launch, only the ``all_ranks`` stages that rank 0
+    runs (enabled, not done) run, and no record is written: rank 0 keeps the books."""
     book, fps, statuses = StageBook(run.root), {}, {}
+    leader = is_rank_zero()
     for stage in stages:
+        if not leader:
+            if stage.all_ranks and stage.enabled(context.config):
+                fps[stage.name] = _fingerprint(stage, context, fps)
+                # Rank 0 runs what is not done; it is in this stage's training now, or will be.
+                if not book.is_done(stage.name, fps[stage.name]):
+                    stage.run(context)
+                    statuses[stage.name] = "joined"
+            elif stage.enabled(context.config):
+                fps[stage.name] = _fingerprint(stage, context, fps)
+            else:
+                fps[stage.name] = "off"
+            continue
         if not stage.enabled(context.config):
             book.clear(stage.name, stage.outputs(run))
             fps[stage.name] = statuses[stage.name] = "off"
             log.info("stage %s: off", stage.name)
             reporter.stage(stage.name, "off")
             continue
-        fp = fingerprint(
-            stage.name,
-            [fps[name] for name in stage.after],
-            _section_values(context.config, stage.sections),
-            stage.signature(context) if stage.signature is not None else None,
-        )
-        fps[stage.name] = fp
+        fps[stage.name] = fp = _fingerprint(stage, context, fps)
         if book.is_done(stage.name, fp):
             statuses[stage.name] = "skipped"
             log.info("stage %s: unchanged, skipped", stage.name)
