@@ -33,10 +33,7 @@ SCRIPTS = {
     "ehr_features": (["--baseline-studies", "300"], ["--studies", "300", "--copies", "1"]),
     "evaluation": ([], ["--bootstrap", "500"]),
     "ct_pipeline": ([], ["--slices", "96", "--dicom-slices", "40"]),
-    "penet_speed": (
-        ["--models", "penet_50,penet_small"],
-        ["--models", "penet_small", "--repeats", "1"],
-    ),
+    "penet_speed": (["--model", "penet_50"], ["--model", "penet_small", "--pairs", "2"]),
     "small_findings": ([], ["--seeds", "0"]),
 }
 

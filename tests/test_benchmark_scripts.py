@@ -34,7 +34,7 @@ MEASURING = {
     "ehr_features": ["--studies", "60", "--copies", "1", "--baseline-studies", "60"],
     "evaluation": ["--bootstrap", "20"],
     "ct_pipeline": ["--slices", "30", "--dicom-slices", "4"],
-    "penet_speed": ["--models", "penet_tiny", "--repeats", "1", "--threads", "2"],
+    "penet_speed": ["--model", "penet_tiny", "--pairs", "2", "--threads", "2"],
     "small_findings": ["--steps", "4", "--seeds", "0", "--threads", "2"],
 }
 
