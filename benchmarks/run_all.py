@@ -32,7 +32,8 @@ SCRIPTS = {
     "validate_cohort": ([], ["--studies", "400"]),
     "ehr_features": (["--baseline-studies", "300"], ["--studies", "300", "--copies", "1"]),
     "evaluation": ([], ["--bootstrap", "500"]),
-    "ct_pipeline": ([], ["--slices", "96", "--dicom-slices", "40"]),
+    "ct_pipeline": ([], ["--slices", "96", "--dicom-slices", "40", "--pairs", "1"]),
+    "ehr_grid": ([], ["--studies", "300", "--pairs", "1"]),
     "penet_speed": (["--model", "penet_50"], ["--model", "penet_small", "--pairs", "2"]),
     "small_findings": ([], ["--seeds", "0"]),
 }

@@ -33,7 +33,8 @@ MEASURING = {
     "validate_cohort": ["--studies", "60"],
     "ehr_features": ["--studies", "60", "--copies", "1", "--baseline-studies", "60"],
     "evaluation": ["--bootstrap", "20"],
-    "ct_pipeline": ["--slices", "30", "--dicom-slices", "4"],
+    "ct_pipeline": ["--slices", "30", "--dicom-slices", "4", "--pairs", "1"],
+    "ehr_grid": ["--studies", "60", "--pairs", "1", "--jobs", "1"],
     "penet_speed": ["--model", "penet_tiny", "--pairs", "2", "--threads", "2"],
     "small_findings": ["--steps", "4", "--seeds", "0", "--threads", "2"],
 }

@@ -188,3 +188,23 @@ def test_parallel_import_equals_serial(tmp_path):
         np.testing.assert_array_equal(
             np.load(tmp_path / "one" / f"{k}.npy"), np.load(tmp_path / "two" / f"{k}.npy")
         )
+
+
+def test_each_file_is_read_once_and_the_spool_is_removed(tmp_path, monkeypatch):
+    for k in range(2):
+        _copy_ct5n(tmp_path / "in" / f"s{k}", SeriesInstanceUID=f"1.2.3.10.{k}")
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    reads = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(
+        pydicom, "dcmread", lambda path, **kw: reads.append(path) or real(path, **kw)
+    )
+    result = import_dicom(tmp_path / "in", tmp_path / "out", workers=1)
+    assert len(result.imported) == 2
+    assert sorted(map(str, reads)) == sorted(str(p) for p in (tmp_path / "in").rglob("*") if p.is_file())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "1.npy",
+        "2.npy",
+        "import_report.csv",
+        "series.csv",
+    ]

@@ -30,6 +30,9 @@ def synth(
     test_studies: Annotated[int | None, typer.Option(help="The test split's size.")] = None,
     workers: Annotated[int, typer.Option(help="Processes writing volumes.")] = os.cpu_count() or 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier synthetic cohort.")] = False,
+    keep: Annotated[
+        int | None, typer.Option(help="Write only K of the studies (>= 6): a few at full size.")
+    ] = None,
 ) -> None:
     """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
     from radfusion.pipeline.console import progress
@@ -37,7 +40,7 @@ def synth(
 
     console.print(f"Writing {studies} studies ({size}x{size}) to {out_dir}")
     with progress() as bars:
-        task = bars.add_task("volumes", total=studies)
+        task = bars.add_task("volumes", total=keep or studies)
         cohort = synthesize(
             out_dir,
             studies,
@@ -50,10 +53,12 @@ def synth(
             workers=workers,
             overwrite=overwrite,
             on_volume=lambda _: bars.advance(task),
+            keep=keep,
         )
     positives = int(cohort.studies["label"].sum())
     console.print(
-        f"Done: {studies} studies, {positives} positive. Check it: radfusion validate {out_dir}"
+        f"Done: {len(cohort.studies)} studies, {positives} positive. "
+        f"Check it: radfusion validate {out_dir}"
     )
 
 

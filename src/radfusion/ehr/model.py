@@ -265,17 +265,19 @@ def tune(
     cv: int | None = None,
     seed: int = 0,
     n_jobs: int | None = None,
+    warm_start: bool = True,
 ) -> TuningResult:
     """Choose hyper-parameters by validation AUROC (or ``cv``-fold CV AUROC on train), then
     return the pipeline fitted on the training split with them. Ties go to the earlier grid
-    point, so the result is deterministic."""
+    point, so the result is deterministic. ``warm_start`` fits the elastic net's grid as
+    regularisation paths (:func:`_regularisation_paths`); ``False`` fits every point cold."""
     template = create_ehr_model(name, seed=seed)
     grid = EHR_MODELS[name].grid if grid is None else grid
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     y_train, y_val = np.asarray(y_train), np.asarray(y_val)
     if len(np.unique(y_train)) < 2 or (not cv and len(np.unique(y_val)) < 2):
         raise RadfusionError("EHR model: train and val each need positive and negative studies")
-    if name == "elasticnet" and not cv and "C" in grid:
+    if warm_start and name == "elasticnet" and not cv and "C" in grid:
         results = _regularisation_paths(template, points, x_train, y_train, x_val, y_val, n_jobs)
     else:
         jobs = n_jobs or min(os.cpu_count() or 1, len(points))

@@ -5,6 +5,12 @@ SeriesInstanceUID, checked, ordered by ImagePositionPatient projected on the sli
 (never by file name or InstanceNumber), decoded with pydicom (the pylibjpeg plugins decode
 JPEG, JPEG-LS, JPEG 2000 and RLE) and rescaled to HU with RescaleSlope/Intercept.
 
+Each file is read once: its header and its pixels, decoded to HU as int16 into a spool file
+beside the output (a CT slice is never decoded twice, nor held in memory with its series'
+others before the series is known to be whole). Chunks of files are read in parallel, then
+each series is ordered and gathered from the spool, in parallel too; a spool file is deleted
+as soon as the series with slices in it are written.
+
 What is not an axial CT image series is skipped with a reason; problems inside a series are
 reported, not raised: every file or series with a problem appears in the import report.
 Patient-identifying attributes are never read into any output; ``series.csv`` holds only UIDs,
@@ -24,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +75,8 @@ SCAN_TAGS = [
     "Columns",
     "InstanceNumber",
 ]
+#: Files read per task of the scan; their slices share one spool file.
+SCAN_CHUNK = 32
 
 
 @dataclass
@@ -104,21 +113,89 @@ class ImportResult:
         )
 
 
-def _scan(path: Path):
+@dataclass
+class _File:
+    """One DICOM file after its single read: the scan tags, and its HU slice's place in a
+    spool file (or why it could not be decoded)."""
+
+    path: str
+    header: object  # a pydicom Dataset holding only SCAN_TAGS
+    spool: str | None = None
+    offset: int = 0  # bytes into the spool
+    shape: tuple[int, int] = (0, 0)
+    error: str | None = None
+
+
+def _read(path: Path):
+    """Read ``path`` once: the header and, for a file that can belong to an axial CT image
+    series, its pixels decoded to HU. Returns ``(dataset, hu_or_None, decode_error)``, or
+    ``(None, None, reason)`` for a file that is not readable DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not path.is_file():  # a FIFO or device would hang the reader
-        return None, "not a regular file"
+        return None, None, "not a regular file"
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SCAN_TAGS)
+        ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        return None, "not a DICOM file"
-    except Exception as exc:  # truncated or corrupt headers raise many types
-        return None, f"unreadable DICOM header ({type(exc).__name__}: {exc})"
+        return None, None, "not a DICOM file"
+    except Exception as exc:  # a truncated pixel element: the header may still read
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SCAN_TAGS)
+        except Exception:
+            return None, None, f"unreadable DICOM header ({type(exc).__name__}: {exc})"
+        if "SeriesInstanceUID" not in ds:
+            return None, None, "no SeriesInstanceUID"
+        return ds, None, f"{type(exc).__name__}: {exc}"
     if "SeriesInstanceUID" not in ds:
-        return None, "no SeriesInstanceUID"
-    return ds, None
+        return None, None, "no SeriesInstanceUID"
+    if not _may_be_axial_ct(ds):
+        return ds, None, None
+    try:
+        stored = ds.pixel_array
+        if stored.ndim != 2:
+            return ds, None, f"pixel array of shape {stored.shape}, not one grey-level slice"
+        return ds, _to_hu(stored, ds).astype(np.int16, copy=False), None
+    except Exception as exc:
+        return ds, None, f"{type(exc).__name__}: {exc}"
+
+
+def _may_be_axial_ct(ds) -> bool:
+    """Whether a file could belong to a series :func:`_check_series` accepts (else its pixels
+    are never decoded)."""
+    image_type = " ".join(str(v).upper() for v in (ds.get("ImageType") or []))
+    return (
+        str(ds.get("Modality", "")) == "CT"
+        and str(ds.get("SOPClassUID", "")) not in (SECONDARY_CAPTURE, ENHANCED_CT)
+        and int(ds.get("NumberOfFrames", 1) or 1) == 1
+        and "LOCALIZER" not in image_type
+        and "SCOUT" not in image_type
+        and "PixelData" in ds
+    )
+
+
+def _scan_chunk(task) -> tuple[list[_File], list[tuple[str, str]]]:
+    """Read a chunk of files once each, appending their HU slices to one spool file."""
+    from pydicom.dataset import Dataset
+
+    paths, spool = task
+    files, unreadable = [], []
+    with open(spool, "wb") as sink:
+        for path in paths:
+            ds, hu, problem = _read(Path(path))
+            if ds is None:
+                unreadable.append((path, problem))
+                continue
+            header = Dataset()
+            for tag in SCAN_TAGS:
+                if tag in ds:
+                    header[tag] = ds[tag]
+            record = _File(path, header, error=problem)
+            if hu is not None:
+                record.spool, record.offset, record.shape = spool, sink.tell(), hu.shape
+                sink.write(np.ascontiguousarray(hu).tobytes())
+            files.append(record)
+    return files, unreadable
 
 
 def _check_series(headers) -> list[str]:
@@ -156,8 +233,10 @@ def _check_series(headers) -> list[str]:
     return []
 
 
-def read_series(report: SeriesReport, headers) -> np.ndarray | None:
-    """Order, decode and rescale a checked series; record warnings or the reason to skip."""
+def read_series(report: SeriesReport, files: list[_File]) -> np.ndarray | None:
+    """Order a checked series' slices and gather them from the spool; record warnings, or
+    the reason to skip it."""
+    headers = [f.header for f in files]
     orient = np.array([float(v) for v in headers[0].ImageOrientationPatient])
     normal = np.cross(orient[:3], orient[3:])
     position = np.array(
@@ -168,16 +247,16 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
     if len(order) > 1 and z[order[-1]] > z[order[0]]:
         order = order[::-1]  # head (superior, larger z) first
     shown = dict(zip(report.files, report.names or report.files, strict=True))
-    files = [report.files[i] for i in order]
+    ordered = [files[i] for i in order]
     pos = position[order]
     keep = np.r_[True, np.abs(np.diff(pos)) > 1e-3]
     if not keep.all():
-        dup = [files[i] for i in np.flatnonzero(~keep)]
+        dup = [ordered[i].path for i in np.flatnonzero(~keep)]
         report.reasons.append(
             f"{len(dup)} slice(s) at an already-filled position dropped (e.g. {shown[dup[0]]}); "
             "the first file at each position kept"
         )
-        files, pos = [f for f, k in zip(files, keep, strict=True) if k], pos[keep]
+        ordered, pos = [f for f, k in zip(ordered, keep, strict=True) if k], pos[keep]
     gaps = np.abs(np.diff(pos))
     if len(gaps):
         step = float(np.median(gaps))
@@ -186,24 +265,23 @@ def read_series(report: SeriesReport, headers) -> np.ndarray | None:
             where = int(np.argmax(gaps > 1.5 * step))
             report.reasons.append(
                 f"gap in slice positions ({gaps[where]:.2f} mm where {step:.2f} mm is usual) "
-                f"after {shown[files[where]]}: missing slice(s)"
+                f"after {shown[ordered[where].path]}: missing slice(s)"
             )
     report.pixel_spacing = tuple(float(v) for v in headers[0].PixelSpacing)
-    import pydicom
-
-    volume = np.empty((len(files), int(headers[0].Rows), int(headers[0].Columns)), np.int16)
-    for k, path in enumerate(files):
-        try:
-            ds = pydicom.dcmread(path)
-            volume[k] = _to_hu(ds.pixel_array, ds)
-        except Exception as exc:
-            report.status = "skipped"
-            report.reasons.append(
-                f"cannot decode {shown[path]} ({type(exc).__name__}: {exc}); "
-                "install the pylibjpeg plugins or re-export uncompressed"
-            )
-            return None
-    report.slices = len(files)
+    broken = next((f for f in ordered if f.spool is None), None)
+    if broken is not None:
+        report.status = "skipped"
+        report.reasons.append(
+            f"cannot decode {shown[broken.path]} ({broken.error}); "
+            "install the pylibjpeg plugins or re-export uncompressed"
+        )
+        return None
+    volume = np.empty((len(ordered), int(headers[0].Rows), int(headers[0].Columns)), np.int16)
+    for k, f in enumerate(ordered):
+        volume[k] = np.fromfile(f.spool, np.int16, volume[k].size, offset=f.offset).reshape(
+            volume.shape[1:]
+        )
+    report.slices = len(ordered)
     return volume
 
 
@@ -224,12 +302,12 @@ def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
 
 
 def _import_one(task) -> SeriesReport:
-    report, headers, out_dir = task
-    reasons = _check_series(headers)
+    report, files, out_dir = task
+    reasons = _check_series([f.header for f in files])
     if reasons:
         report.status, report.reasons = "skipped", reasons
         return report
-    volume = read_series(report, headers)
+    volume = read_series(report, files)
     if volume is None:
         return report
     write_npy(volume, Path(out_dir) / f"{report.idx}.npy")
@@ -255,46 +333,66 @@ def import_dicom(
         raise RadfusionError(f"{root}: not a folder; give the top of a tree of DICOM files")
     name_of = source_namer(root, keep_paths)
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[tuple[str, str, object]]] = defaultdict(list)
-    unreadable = []
+    paths = []
     for folder, dirs, names in os.walk(root):
         dirs.sort()
-        for name in sorted(names):
-            path = Path(folder) / name
-            ds, problem = _scan(path)
-            if ds is None:
-                if name != "DICOMDIR":
-                    unreadable.append((name_of(path), problem))
-                continue
-            groups[str(ds.SeriesInstanceUID)].append(
-                (str(ds.get("StudyInstanceUID", "")), str(path), ds)
+        paths += [str(Path(folder) / name) for name in sorted(names) if name != "DICOMDIR"]
+    spool = out / f".spool-{secrets.token_hex(4)}"
+    spool.mkdir()
+    pool = None
+    try:
+        if workers > 1 and len(paths) > 1:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+        run = pool.map if pool else map
+        size = max(1, min(SCAN_CHUNK, -(-len(paths) // max(1, workers))))
+        chunks = [
+            (paths[k : k + size], str(spool / f"{k // size}.i16"))
+            for k in range(0, len(paths), size)
+        ]
+        groups: dict[str, list[tuple[str, _File]]] = defaultdict(list)
+        unreadable = []
+        for files, bad in run(_scan_chunk, chunks):
+            unreadable += [(name_of(path), why) for path, why in bad]
+            for f in files:
+                study = str(f.header.get("StudyInstanceUID", ""))
+                groups[str(f.header.SeriesInstanceUID)].append((study, f))
+        reports, members = [], {}
+        for series_uid, group in groups.items():
+            files = [p for _, p in group]
+            names = [name_of(f.path) for f in files]
+            reports.append(
+                SeriesReport(
+                    series_uid,
+                    min(s for s, _ in group),
+                    [f.path for f in files],
+                    names=names,
+                )
             )
-    reports, headers = [], {}
-    for series_uid, members in groups.items():
-        study_uid = min((s for s, _, _ in members), default="")
-        files = [p for _, p, _ in members]
-        reports.append(
-            SeriesReport(series_uid, study_uid, files, names=[name_of(p) for p in files])
-        )
-        headers[series_uid] = [h for _, _, h in members]
-    reports.sort(key=lambda r: (r.study_uid, r.series_uid))
-    for k, report in enumerate(reports):
-        report.idx = first_idx + k
-    if on_total:
-        on_total(len(reports))
-    tasks = [(r, headers[r.series_uid], out) for r in reports]
-    done = []
-    if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
-            for report in pool.map(_import_one, tasks):
-                done.append(report)
-                if on_series:
-                    on_series(report)
-    else:
-        for task in tasks:
-            done.append(_import_one(task))
+            members[series_uid] = files
+        reports.sort(key=lambda r: (r.study_uid, r.series_uid))
+        for k, report in enumerate(reports):
+            report.idx = first_idx + k
+        if on_total:
+            on_total(len(reports))
+        # A spool file is deleted once every series with a slice in it is written.
+        users: dict[str, int] = defaultdict(int)
+        for files in members.values():
+            for name in {f.spool for f in files if f.spool}:
+                users[name] += 1
+        tasks = [(r, members[r.series_uid], out) for r in reports]
+        done = []
+        for report in run(_import_one, tasks):
+            done.append(report)
+            for name in {f.spool for f in members[report.series_uid] if f.spool}:
+                users[name] -= 1
+                if not users[name]:
+                    Path(name).unlink()
             if on_series:
-                on_series(done[-1])
+                on_series(report)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        shutil.rmtree(spool, ignore_errors=True)
     for report in done:
         if report.status != "imported":
             report.idx = None

@@ -79,6 +79,7 @@ def synthesize(
     workers: int = 1,
     overwrite: bool = False,
     on_volume: Callable[[int], None] | None = None,
+    keep: int | None = None,
 ):
     """Check the options, claim ``out_dir``, write the cohort and mark it complete; returns
     the generated cohort (its studies table)."""
@@ -98,6 +99,8 @@ def synthesize(
         split_sizes(studies, test_studies)
     except ValueError as err:
         raise RadfusionError(f"--studies {studies} --test-studies {test_studies}: {err}") from None
+    if keep is not None and not 6 <= keep <= studies:
+        raise RadfusionError(f"--keep {keep}: keep between 6 and --studies ({studies}) studies")
     claim_synth_folder(out_dir, overwrite)
     cohort = write_synthetic_cohort(
         out_dir,
@@ -110,6 +113,7 @@ def synthesize(
         test_studies=test_studies,
         workers=workers,
         on_volume=on_volume,
+        keep=keep,
     )
     finish_synth_folder(
         out_dir,
@@ -121,6 +125,7 @@ def synthesize(
             "quirks": quirks,
             "calibre": calibre,
             "test_studies": test_studies,
+            "keep": keep,
         },
     )
     return cohort

@@ -66,6 +66,7 @@ def write_synthetic_cohort(
     test_studies: int | None = None,
     workers: int = 1,
     on_volume: Callable[[int], None] | None = None,
+    keep: int | None = None,
 ) -> SyntheticCohort:
     """Generate a cohort of ``n_studies`` into ``out_dir``; see ``docs/synthetic.md``.
 
@@ -75,7 +76,9 @@ def write_synthetic_cohort(
     annotations beyond a study's last slice. ``calibre`` draws the lobar and smaller arteries
     (and their emboli) that many times their true width, for volumes at low resolution (see
     :func:`~radfusion.synthetic.phantom.sample_phantom`). ``test_studies`` sets the test
-    split's size, train and val sharing the rest in Table 1's proportions.
+    split's size, train and val sharing the rest in Table 1's proportions. ``keep`` writes
+    only that many of the ``n_studies`` (at least 6: a positive and a negative in each split,
+    the rest shared out in Table 1's proportions), for a cohort of a few full-size studies.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,8 @@ def write_synthetic_cohort(
     train_idx = studies.loc[studies["split"] == "train", "idx"]
     tables = build_features(ehr.events, ehr.studies, vocabulary=vocab, train_idx=train_idx)
     qrng = np.random.default_rng(quirk_seed)
+    if keep is not None:
+        studies, ehr, tables = _subset(studies, ehr, tables, keep, qrng)
 
     _write_raw(root / "raw", ehr, studies)
     _write_labels(root, studies, quirks, qrng)
@@ -130,6 +135,31 @@ def write_synthetic_cohort(
                 on_volume(idx)
     annotations = _write_annotations(root, studies, hits, quirks, qrng)
     return SyntheticCohort(root=root, studies=studies, annotations=annotations)
+
+
+def _subset(studies, ehr, tables, keep: int, rng):
+    """``keep`` studies, each split with a positive and a negative, then by Table 1's shares."""
+    if keep < 6:
+        raise ValueError("keep: at least 6 studies (a positive and a negative in each split)")
+    shares = studies["split"].value_counts(normalize=True)
+    sizes = {split: max(2, round(keep * shares[split])) for split in ("val", "test")}
+    sizes["train"] = keep - sizes["val"] - sizes["test"]
+    chosen = []
+    for split, n in sizes.items():
+        rows = studies[studies["split"] == split]
+        pos, neg = rows[rows["label"] == 1], rows[rows["label"] == 0]
+        n_pos = min(max(1, n // 2), len(pos))
+        chosen += list(rng.choice(pos["idx"], n_pos, replace=False))
+        chosen += list(rng.choice(neg["idx"], min(n - n_pos, len(neg)), replace=False))
+    kept = studies[studies["idx"].isin(chosen)].reset_index(drop=True)
+    subjects = set(kept["patient_id"])
+    ehr = type(ehr)(
+        events=ehr.events[ehr.events["subject_id"].isin(subjects)],
+        studies=ehr.studies[ehr.studies["idx"].isin(chosen)],
+        oracle=ehr.oracle[ehr.oracle["idx"].isin(chosen)],
+    )
+    tables = {name: t[t.index.isin(chosen)] for name, t in tables.items()}
+    return kept, ehr, tables
 
 
 def _write_labels(root, studies, quirks, rng):
