@@ -97,7 +97,7 @@ def test_warm_paths_score_every_point_as_cold_fits_do_within_the_solvers_toleran
     # The returned model is the chosen point's, fitted on train: it scores val as recorded.
     val_auroc = roc_auc_score(y[val], result.model.predict_proba(x[val])[:, 1])
     assert val_auroc == pytest.approx(result.score)
-    assert result.model[-1].C == result.params["C"] and not result.model[-1].warm_start
+    assert result.params["C"] == result.model[-1].C and not result.model[-1].warm_start
 
 
 def test_cross_validation_on_train_never_looks_at_val():

@@ -201,7 +201,8 @@ def test_each_file_is_read_once_and_the_spool_is_removed(tmp_path, monkeypatch):
     )
     result = import_dicom(tmp_path / "in", tmp_path / "out", workers=1)
     assert len(result.imported) == 2
-    assert sorted(map(str, reads)) == sorted(str(p) for p in (tmp_path / "in").rglob("*") if p.is_file())
+    files = [str(p) for p in (tmp_path / "in").rglob("*") if p.is_file()]
+    assert sorted(map(str, reads)) == sorted(files)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "1.npy",
         "2.npy",
