@@ -35,6 +35,10 @@ MEASURING = {
     "evaluation": ["--bootstrap", "20"],
     "ct_pipeline": ["--slices", "30", "--dicom-slices", "4", "--pairs", "1"],
     "ehr_grid": ["--studies", "60", "--pairs", "1", "--jobs", "1"],
+    "full_size": [
+        *("--studies", "1", "--size", "64", "--model", "penet_tiny"),
+        *("--steps", "1", "--ehr-studies", "60"),
+    ],
     "penet_speed": ["--model", "penet_tiny", "--pairs", "2", "--threads", "2"],
     "small_findings": ["--steps", "4", "--seeds", "0", "--threads", "2"],
 }

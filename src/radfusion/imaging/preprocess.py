@@ -33,8 +33,10 @@ from radfusion.workers import die_with_parent
 
 __all__ = ["CacheSummary", "PreprocessParams", "build_cache", "cache_folder", "resize_volume"]
 
-#: Bumped whenever the algorithm changes what an entry holds.
-ALGORITHM_VERSION = 1
+#: Bumped whenever the algorithm changes what an entry holds (2: non-square slices padded
+#: with air to a square, no longer stretched).
+ALGORITHM_VERSION = 2
+AIR_HU = -1000  # what pads a slice to a square, and a window beyond a study's ends
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,18 @@ def cache_folder(cache_root: str | os.PathLike, params: PreprocessParams) -> Pat
 
 def resize_volume(hu_source: np.ndarray, intercept: int, size: int, chunk: int = 32):
     """Stored values + intercept -> HU, every slice resized to ``size`` x ``size``
-    (bilinear with antialiasing), rounded to int16. Reads ``chunk`` slices at a time."""
+    (bilinear with antialiasing), rounded to int16. Reads ``chunk`` slices at a time.
+
+    A non-square matrix (a 512 x 640 reconstruction, say) is first padded with air on both
+    sides of its shorter axis to a square, so that the anatomy keeps its aspect ratio rather
+    than being stretched."""
     import torch
     import torch.nn.functional as F
 
     s, h, w = hu_source.shape
+    side = max(h, w)
+    pad = ((0, 0), ((side - h) // 2, side - h - (side - h) // 2))
+    pad += (((side - w) // 2, side - w - (side - w) // 2),)
     out = np.empty((s, size, size), dtype=np.int16)
     for z0 in range(0, s, chunk):
         block = np.asarray(hu_source[z0 : z0 + chunk], dtype=np.float32)
@@ -72,7 +81,9 @@ def resize_volume(hu_source: np.ndarray, intercept: int, size: int, chunk: int =
             raise ValueError(f"non-finite values (NaN or inf) in slice {bad}")
         if intercept:
             block += intercept
-        if (h, w) == (size, size):
+        if h != w:
+            block = np.pad(block, pad, constant_values=AIR_HU)
+        if (side, side) == (size, size):
             resized = block
         else:
             t = torch.from_numpy(block)[:, None]

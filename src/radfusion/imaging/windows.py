@@ -31,12 +31,12 @@ import torch
 from torch.utils.data import Dataset
 
 from radfusion.errors import RadfusionError
+from radfusion.imaging.preprocess import AIR_HU
 
 __all__ = ["EvalWindows", "TrainWindows", "normalize", "normalize_tensor", "window_starts"]
 
 WINDOW_CENTER, WINDOW_WIDTH = 400.0, 1000.0
 PIXEL_MEAN = 0.15897
-AIR_HU = -1000
 
 
 def normalize(
