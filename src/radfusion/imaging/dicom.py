@@ -122,7 +122,6 @@ class _File:
     header: object  # a pydicom Dataset holding only SCAN_TAGS
     spool: str | None = None
     offset: int = 0  # bytes into the spool
-    shape: tuple[int, int] = (0, 0)
     error: str | None = None
 
 
@@ -135,6 +134,7 @@ def _read(path: Path):
 
     if not path.is_file():  # a FIFO or device would hang the reader
         return None, None, "not a regular file"
+    error = None
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
@@ -144,13 +144,11 @@ def _read(path: Path):
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SCAN_TAGS)
         except Exception:
             return None, None, f"unreadable DICOM header ({type(exc).__name__}: {exc})"
-        if "SeriesInstanceUID" not in ds:
-            return None, None, "no SeriesInstanceUID"
-        return ds, None, f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
     if "SeriesInstanceUID" not in ds:
         return None, None, "no SeriesInstanceUID"
-    if not _may_be_axial_ct(ds):
-        return ds, None, None
+    if error or not _may_be_axial_ct(ds):
+        return ds, None, error
     try:
         stored = ds.pixel_array
         if stored.ndim != 2:
@@ -192,7 +190,7 @@ def _scan_chunk(task) -> tuple[list[_File], list[tuple[str, str]]]:
                     header[tag] = ds[tag]
             record = _File(path, header, error=problem)
             if hu is not None:
-                record.spool, record.offset, record.shape = spool, sink.tell(), hu.shape
+                record.spool, record.offset = spool, sink.tell()
                 sink.write(np.ascontiguousarray(hu).tobytes())
             files.append(record)
     return files, unreadable
@@ -349,26 +347,21 @@ def import_dicom(
             (paths[k : k + size], str(spool / f"{k // size}.i16"))
             for k in range(0, len(paths), size)
         ]
-        groups: dict[str, list[tuple[str, _File]]] = defaultdict(list)
+        members: dict[str, list[_File]] = defaultdict(list)
         unreadable = []
         for files, bad in run(_scan_chunk, chunks):
             unreadable += [(name_of(path), why) for path, why in bad]
             for f in files:
-                study = str(f.header.get("StudyInstanceUID", ""))
-                groups[str(f.header.SeriesInstanceUID)].append((study, f))
-        reports, members = [], {}
-        for series_uid, group in groups.items():
-            files = [p for _, p in group]
-            names = [name_of(f.path) for f in files]
-            reports.append(
-                SeriesReport(
-                    series_uid,
-                    min(s for s, _ in group),
-                    [f.path for f in files],
-                    names=names,
-                )
+                members[str(f.header.SeriesInstanceUID)].append(f)
+        reports = [
+            SeriesReport(
+                series_uid,
+                min(str(f.header.get("StudyInstanceUID", "")) for f in files),
+                [f.path for f in files],
+                names=[name_of(f.path) for f in files],
             )
-            members[series_uid] = files
+            for series_uid, files in members.items()
+        ]
         reports.sort(key=lambda r: (r.study_uid, r.series_uid))
         for k, report in enumerate(reports):
             report.idx = first_idx + k
