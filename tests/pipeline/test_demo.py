@@ -80,3 +80,19 @@ def test_an_empty_folder_made_beforehand_takes_the_cohort(tmp_path):
     folder.mkdir()
     assert prepare_demo_data(folder, SMALL) is True
     assert (folder / SYNTH_MARKER).exists()
+
+
+def test_the_stage_seconds_are_kept_and_printed_at_the_end(capsys):
+    from radfusion.pipeline.console import RichReporter, print_stage_times, stage_progress
+
+    with stage_progress() as bars:
+        reporter = RichReporter(bars)
+        reporter.stage("synth", "running")
+        reporter.stage("synth", "done", 33.4)
+        reporter.stage("ehr", "skipped")
+        reporter.stage("image", "running")
+        reporter.stage("image", "done", 142.6)
+    print_stage_times(reporter.seconds, 180.2)
+    assert reporter.seconds == {"synth": 33.4, "image": 142.6}  # a skipped stage took no time
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "stage seconds: synth 33 · image 143 · total 180"

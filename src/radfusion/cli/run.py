@@ -254,7 +254,12 @@ def demo(
     ),
 ) -> None:
     """A small synthetic cohort, then the whole benchmark on it (config cpu-demo)."""
-    from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
+    from radfusion.pipeline.console import (
+        RichReporter,
+        print_aurocs,
+        print_stage_times,
+        stage_progress,
+    )
     from radfusion.pipeline.demo import DEMO_COHORT, run_demo
 
     c = DEMO_COHORT
@@ -263,7 +268,8 @@ def demo(
         f"{c.slices[0]}-{c.slices[1]} slices) -> {out}"
     )
     with stage_progress() as bars:
-        result, seconds = run_demo(out, RichReporter(bars))
+        reporter = RichReporter(bars)
+        result, seconds = run_demo(out, reporter)
     print_aurocs(result.summary)
     console.print(f"report: {result.report}")
-    console.print(f"demo finished in {seconds:.0f} s")
+    print_stage_times(reporter.seconds, seconds)

@@ -71,6 +71,7 @@ class RichReporter(StageReporter):
 
     def __init__(self, bars: Progress):
         self.progress, self.task = bars, None
+        self.seconds: dict[str, float] = {}  # each finished stage's wall time, in order
 
     def stage(self, name, status, seconds=0.0):
         if self.task is not None:
@@ -84,6 +85,7 @@ class RichReporter(StageReporter):
         elif status == "off":
             self.progress.console.print(f"  [dim]-[/] {name:<11} off")
         else:
+            self.seconds[name] = seconds
             self.progress.console.print(f"  [green]✓[/] {name:<11} {seconds:6.1f} s")
 
     def total(self, n):
@@ -93,6 +95,12 @@ class RichReporter(StageReporter):
     def advance(self, n=1):
         if self.task is not None:
             self.progress.advance(self.task, n)
+
+
+def print_stage_times(seconds: dict[str, float], total: float) -> None:
+    """One line with every stage's seconds, for the end of a long run."""
+    parts = " · ".join(f"{name} {s:.0f}" for name, s in seconds.items())
+    console.print(f"stage seconds: {parts} · total {total:.0f}")
 
 
 def _fmt(value) -> str:

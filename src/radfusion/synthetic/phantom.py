@@ -102,12 +102,20 @@ def _unit(v):
     return v / np.linalg.norm(v)
 
 
+def _cross(a, b):
+    """``np.cross`` of two 3-vectors, the same products and differences without its
+    per-call array machinery (the arterial tree draws a million of them per cohort)."""
+    a0, a1, a2 = float(a[0]), float(a[1]), float(a[2])
+    b0, b1, b2 = float(b[0]), float(b[1]), float(b[2])
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+
+
 def _rotate_towards(direction, rng, max_deg):
     """A direction within ``max_deg`` of ``direction`` (uniform over the cone's angles)."""
     d = _unit(direction)
-    other = np.array([1.0, 0, 0]) if abs(d[0]) < 0.9 else np.array([0, 1.0, 0])
-    p1 = _unit(np.cross(d, other))
-    p2 = np.cross(d, p1)
+    other = (1.0, 0.0, 0.0) if abs(d[0]) < 0.9 else (0.0, 1.0, 0.0)
+    p1 = _unit(_cross(d, other))
+    p2 = _cross(d, p1)
     angle = np.deg2rad(rng.uniform(15, max_deg))
     phi = rng.uniform(0, 2 * np.pi)
     return _unit(np.cos(angle) * d + np.sin(angle) * (np.cos(phi) * p1 + np.sin(phi) * p2))
@@ -340,6 +348,8 @@ def _ellipse(grid, img, cx, cy, ax, ay, value, add=None):
         return
     cols = grid.span(grid.x, cx - ax, cx + ax)
     rows = grid.span(grid.y, cy - ay, cy + ay)
+    if cols.start == cols.stop or rows.start == rows.stop:  # between pixel centres
+        return
     u = ((grid.x[cols] - cx) / ax) ** 2
     v = ((grid.y[rows] - cy) / ay) ** 2
     mask = (v[:, None] + u[None, :]) <= 1.0
