@@ -1,6 +1,6 @@
 """``radfusion demo``: a synthetic cohort generated on the spot, then the whole benchmark.
 
-The sizes are chosen for a 2-core laptop and a budget of under ten minutes end to end: see
+The sizes are chosen for a 2-core laptop and a budget of about 20 minutes end to end: see
 ``DEMO_COHORT`` and ``configs/cpu-demo.yaml`` (docs/experiments/demo.md).
 """
 
