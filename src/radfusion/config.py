@@ -54,6 +54,9 @@ class Section(BaseModel):
 class PreprocessSection(Section):
     size: int = Field(208, ge=8)  # PENet's recipe: slices resized to 208, then cropped to 192
     hu_intercept: Literal[0, -1024] | None = None  # None: detected per volume (the air peak)
+    # NIfTI volumes resampled to this many mm between slices; None: kept as acquired. The
+    # release's .npy volumes carry no spacing and are always kept.
+    slice_thickness: float | None = Field(None, gt=0)
     workers: int = Field(2, ge=1)
 
     def fingerprint(self) -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 
 from radfusion.data.volumes import detect_intercept, open_volume, read_header
 from radfusion.errors import RadfusionError
+from radfusion.imaging.nifti import is_nifti, read_nifti, resample_slices
 from radfusion.io import atomic_path, write_json
 from radfusion.workers import die_with_parent
 
@@ -43,6 +44,7 @@ AIR_HU = -1000  # what pads a slice to a square, and a window beyond a study's e
 class PreprocessParams:
     size: int = 224  # rows and columns per slice (PENet's own recipe: 208, then crop 192)
     hu_intercept: int | None = None  # None: detect per volume from the air peak
+    slice_thickness: float | None = None  # NIfTI sources resampled to it (mm); None: as is
     chunk: int = 32  # slices resized at a time
 
     def key(self) -> str:
@@ -51,6 +53,8 @@ class PreprocessParams:
             "hu_intercept": self.hu_intercept,
             "version": ALGORITHM_VERSION,
         }
+        if self.slice_thickness is not None:  # absent otherwise: existing caches keep their key
+            shaping["slice_thickness"] = self.slice_thickness
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
         return f"{self.size}px-{digest[:12]}"
 
@@ -121,15 +125,28 @@ def _entry_state(folder: Path, idx: int, source: Path, verify: bool) -> str:
     return "complete"
 
 
+def _source_volume(source: str, params: PreprocessParams):
+    """The stored volume, the intercept to HU (None: detect it) and its slice spacing (None:
+    unknown). A NIfTI file is read whole, in HU and in the cohort's orientation; a ``.npy``
+    is memory-mapped as stored."""
+    if is_nifti(source):
+        nifti = read_nifti(source)
+        hu = nifti.hu
+        if params.slice_thickness is not None:
+            hu = resample_slices(hu, nifti.spacing[0], params.slice_thickness)
+            return hu, 0, params.slice_thickness
+        return hu, 0, nifti.spacing[0]
+    read_header(source)  # a FIFO, a 0-slice or 2-D array, a bool volume: refused here
+    return open_volume(source), params.hu_intercept, None
+
+
 def _build_entry(task) -> tuple[int, str | None]:
     idx, source, folder, params = task
     import torch
 
     torch.set_num_threads(1)  # one process per core; no oversubscription
     try:
-        read_header(source)  # a FIFO, a 0-slice or 2-D array, a bool volume: refused here
-        stored = open_volume(source)
-        intercept = params.hu_intercept
+        stored, intercept, spacing = _source_volume(source, params)
         if intercept is None:
             intercept = detect_intercept(stored)
             if intercept is None:
@@ -155,6 +172,7 @@ def _build_entry(task) -> tuple[int, str | None]:
     meta = {
         **_source_signature(Path(source)),
         "intercept": int(intercept),
+        "slice_spacing_mm": spacing,
         "shape": list(volume.shape),
         "bytes": len(head) + volume.nbytes,
         "crc32": zlib.crc32(volume.data, zlib.crc32(head)),

@@ -56,7 +56,11 @@ def cache_params(section: PreprocessSection):
     """The preprocessing that shapes the cache (the worker count does not)."""
     from radfusion.imaging.preprocess import PreprocessParams
 
-    return PreprocessParams(size=section.size, hu_intercept=section.hu_intercept)
+    return PreprocessParams(
+        size=section.size,
+        hu_intercept=section.hu_intercept,
+        slice_thickness=section.slice_thickness,
+    )
 
 
 def preprocess_cohort(
