@@ -4,8 +4,10 @@ leaking diagnosis codes)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from radfusion.data.layout import CODE_PREFIXES
@@ -13,12 +15,20 @@ from radfusion.errors import RadfusionError
 
 __all__ = [
     "BIRTH_CODE",
+    "DEMOGRAPHIC_KINDS",
     "RAW_STUDIES_FILE",
     "STUDY_COLUMNS",
+    "EventArrays",
+    "age_years",
+    "demographic_kind",
+    "demographic_value",
     "latest_values",
+    "read_event_arrays",
     "read_meds",
     "read_raw_studies",
     "split_codes",
+    "study_arrays",
+    "study_groups",
     "window_events",
 ]
 
@@ -56,6 +66,194 @@ def read_meds(root: str | Path, *, encounter_column: str = "encounter_id") -> pd
     events = pa.concat_tables(tables).to_pandas()
     events["time"] = events["time"].astype("datetime64[us]")
     return events
+
+
+@dataclass(frozen=True)
+class EventArrays:
+    """A MEDS dataset's events as flat arrays, sorted by subject, then time (static events
+    first): what the code featuriser (:mod:`radfusion.ehr.codes`) reduces.
+
+    ``seconds`` is the event time in whole seconds since the epoch, rounded down (static
+    events: ``STATIC``); ``code`` indexes ``codes``; ``value`` is NaN where the event has no
+    numeric value; ``subjects`` are the distinct subject ids, sorted, and ``rank`` each
+    event's subject's position among them. ``key`` orders the events in one int64:
+    ``rank * span + offset``, where ``offset`` is 0 for a static event and ``seconds - start +
+    1`` for a timed one."""
+
+    subject: np.ndarray  # int64
+    seconds: np.ndarray  # int64
+    code: np.ndarray  # int32, into ``codes``
+    value: np.ndarray  # float64
+    codes: np.ndarray  # the code strings, object
+    subjects: np.ndarray  # int64, sorted, distinct
+    rank: np.ndarray  # int64, per event
+    key: np.ndarray  # int64, per event, ascending
+    start: int  # the earliest timed second
+    span: int  # offsets lie in [0, span)
+
+    STATIC = np.iinfo(np.int64).min
+
+    def __len__(self) -> int:
+        return len(self.subject)
+
+
+def read_event_arrays(root: str | Path) -> EventArrays:
+    """Read every MEDS data shard below ``root/data`` (any depth, as sharded-by-split trees
+    are) into :class:`EventArrays`, validating each against the MEDS schema. Only the four
+    core columns are read, codes dictionary-encoded: a 10^8-event dataset is a few arrays.
+    Shards in MEDS order (by subject, then time) are not sorted again."""
+    import meds
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    shards = sorted((root / "data").rglob("*.parquet"))
+    if not shards:
+        raise RadfusionError(
+            f"{root / 'data'}: no MEDS shards (*.parquet) found; point --meds (or "
+            "data.meds) at the MEDS root, the folder holding data/ and metadata/"
+        )
+    core = ["subject_id", "time", "code", "numeric_value"]
+    tables = []
+    for shard in shards:
+        try:
+            table = pq.read_table(shard, columns=core)
+            table = meds.DataSchema.align(table).select(core)
+        except Exception as exc:  # pyarrow and the schema library raise several types
+            raise RadfusionError(f"{shard}: not a valid MEDS data file: {exc}") from exc
+        tables.append(table)
+    table = pa.concat_tables(tables)
+    codes = pc.dictionary_encode(table["code"]).combine_chunks()
+    time = table["time"].cast(pa.int64())
+    static = pc.is_null(time).to_numpy(zero_copy_only=False)
+    micros = pc.fill_null(time, 0).to_numpy(zero_copy_only=False)
+    seconds = np.where(static, EventArrays.STATIC, np.floor_divide(micros, 1_000_000))
+    value = table["numeric_value"].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    value = np.where(np.isfinite(value), value, np.nan)  # nulls and infinities: no value
+    subject = table["subject_id"].to_numpy(zero_copy_only=False)
+    code = codes.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    start = int(seconds[~static].min()) if (~static).any() else 0
+    span = (int(seconds.max()) - start + 2) if (~static).any() else 2
+    offset = np.where(static, 0, seconds - start + 1)
+    low = int(subject.min()) if len(subject) else 0
+    high = int(subject.max()) if len(subject) else 0
+    if (high - low + 2) * float(span) < 2**62:  # one int64 sort key from the ids themselves
+        order_key = (subject - low) * span + offset
+        if len(order_key) > 1 and not (order_key[1:] >= order_key[:-1]).all():
+            order = np.argsort(order_key, kind="stable")
+            subject, seconds, code = subject[order], seconds[order], code[order]
+            value, offset = value[order], offset[order]
+        change = np.r_[True, subject[1:] != subject[:-1]] if len(subject) else np.zeros(0, bool)
+        subjects, rank = subject[change], np.cumsum(change) - 1
+    else:  # ids too far apart for one key: rank them first
+        subjects, rank = np.unique(subject, return_inverse=True)
+        order = np.lexsort((offset, rank))
+        subject, seconds, code = subject[order], seconds[order], code[order]
+        value, offset, rank = value[order], offset[order], rank[order]
+    if (len(subjects) + 1) * float(span) >= 2**62:
+        raise RadfusionError(f"{root}: MEDS event times span too long a range to index")
+    key = rank * span + offset
+    return EventArrays(
+        subject=subject,
+        seconds=seconds,
+        code=code,
+        value=value,
+        codes=np.asarray(codes.dictionary.to_pylist(), dtype=object),
+        subjects=subjects,
+        rank=rank,
+        key=key,
+        start=start,
+        span=span,
+    )
+
+
+#: The demographic code families, named by a code's first part (``Gender/F``, ``RACE//White``).
+DEMOGRAPHIC_KINDS = ("gender", "race", "ethnicity")
+SECONDS_PER_DAY = 86_400
+DAYS_PER_YEAR = 365.25
+
+
+def demographic_kind(code: str) -> str | None:
+    """``gender``, ``race`` or ``ethnicity`` for a demographic code, else None."""
+    head = code.split("/", 1)[0].strip().lower()
+    return head if head in DEMOGRAPHIC_KINDS else None
+
+
+def demographic_value(code: str) -> str:
+    """``Gender/F`` -> ``F``; ``RACE//White`` -> ``White``."""
+    return code.split("/", 1)[1].lstrip("/") if "/" in code else code
+
+
+def study_arrays(events: EventArrays, studies: pd.DataFrame):
+    """The sorted subject ids, each study's rank among them (-1: a subject without events)
+    and each study's prediction time in whole seconds (rounded down)."""
+    for column in ("subject_id", "prediction_time"):
+        if column not in studies.columns:
+            raise RadfusionError(f"studies need a {column!r} column to be featurised")
+    times = pd.to_datetime(studies["prediction_time"])
+    if times.isna().any():
+        raise RadfusionError(
+            f"{int(times.isna().sum())} stud(ies) without a prediction time "
+            f"(idx {list(studies.index[times.isna()][:5])})"
+        )
+    micros = times.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    cut = np.floor_divide(micros, 1_000_000)
+    subjects = events.subjects
+    wanted = studies["subject_id"].to_numpy(dtype=np.int64)
+    rank = np.searchsorted(subjects, wanted)
+    found = (rank < len(subjects)) & (subjects[np.minimum(rank, len(subjects) - 1)] == wanted)
+    return subjects, np.where(found, rank, -1), cut
+
+
+def age_years(events: EventArrays, studies: pd.DataFrame) -> np.ndarray:
+    """Whole years from the subject's (earliest) ``MEDS_BIRTH`` to each study's prediction
+    time; NaN without one."""
+    subjects, rank, cut = study_arrays(events, studies)
+    pick = (events.codes == BIRTH_CODE)[events.code] & (events.seconds != EventArrays.STATIC)
+    birth = np.full(len(subjects), np.nan)
+    ranks = events.rank[pick]
+    seconds = events.seconds[pick].astype(np.float64)
+    order = np.argsort(-seconds, kind="stable")  # the latest assigned first: the earliest wins
+    birth[ranks[order]] = seconds[order]
+    born = np.where(rank >= 0, birth[np.maximum(rank, 0)], np.nan)
+    return np.floor((cut - born) / SECONDS_PER_DAY / DAYS_PER_YEAR)
+
+
+def study_groups(events: EventArrays, studies: pd.DataFrame) -> pd.DataFrame:
+    """Per study (``subject_id``, ``prediction_time``): ``gender``, ``race`` and ``ethnicity``
+    from the subject's demographic codes (the latest one timed before the prediction time,
+    else a static one; ``Unknown`` where none), and ``age`` (:func:`age_years`)."""
+    _, _, cut = study_arrays(events, studies)
+    kinds = np.array([demographic_kind(str(c)) for c in events.codes], dtype=object)
+    query = pd.DataFrame(
+        {
+            "seconds": cut,
+            "subject_id": studies["subject_id"].to_numpy(dtype=np.int64),
+            "row": np.arange(len(studies)),
+        }
+    ).sort_values("seconds", kind="stable")
+    out = pd.DataFrame(index=studies.index)
+    for kind in DEMOGRAPHIC_KINDS:
+        mask = kinds[events.code] == kind
+        known = pd.DataFrame(
+            {
+                "seconds": events.seconds[mask],
+                "subject_id": events.subject[mask],
+                "code": events.code[mask],
+            }
+        ).sort_values("seconds", kind="stable")
+        latest = pd.merge_asof(
+            query, known, on="seconds", by="subject_id", allow_exact_matches=False
+        )
+        values = np.full(len(studies), "Unknown", dtype=object)
+        hit = latest["code"].notna().to_numpy()
+        values[latest["row"].to_numpy()[hit]] = [
+            demographic_value(str(events.codes[int(c)])) for c in latest["code"].to_numpy()[hit]
+        ]
+        out[kind] = values
+    out["age"] = age_years(events, studies)
+    return out
 
 
 def read_raw_studies(root: str | Path) -> pd.DataFrame:
