@@ -30,6 +30,7 @@ __all__ = [
     "SECTIONS",
     "SHIPPED_CONFIGS",
     "Config",
+    "DataSection",
     "EHRSection",
     "EvaluationSection",
     "FusionSection",
@@ -51,6 +52,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
+class DataSection(Section):
+    """Which layout a data folder holds, which task's label is the study's, and, for the
+    INSPECT layout, where its files are when their names are not the release's."""
+
+    layout: Literal["auto", "radfusion", "inspect"] = "auto"  # auto: detected by file names
+    # PE (the RadFusion release's only task), an INSPECT task column, or all (benchmark).
+    task: str = "PE"
+    metadata: str | None = None  # INSPECT files, relative to the data folder or absolute;
+    labels: str | None = None  # None: found by the release's names (*metadata*.csv, ...)
+    splits: str | None = None
+    master: str | None = None
+    meds: str | None = None  # the MEDS root (holding data/ and metadata/)
+    ct_dir: str | None = None  # the NIfTI volumes' folder
+
+
 class PreprocessSection(Section):
     size: int = Field(208, ge=8)  # PENet's recipe: slices resized to 208, then cropped to 192
     hu_intercept: Literal[0, -1024] | None = None  # None: detected per volume (the air peak)
@@ -65,7 +81,12 @@ class PreprocessSection(Section):
 
 class EHRSection(Section):
     model: str = "elasticnet"  # elasticnet (the paper's) or hgb: radfusion.ehr.model's registry
-    features: Literal["release", "meds"] = "release"  # meds: rebuilt from <data>/raw events
+    # release: the RadFusion tables; meds: those tables rebuilt from <data>/raw events; codes:
+    # per-code features of any MEDS dataset (radfusion.ehr.codes); auto: codes for an INSPECT
+    # cohort, release otherwise.
+    features: Literal["auto", "release", "meds", "codes"] = "auto"
+    min_frequency: float = Field(0.01, ge=0, le=1)  # codes: train studies a code needs
+    windows_days: list[int] = Field(default_factory=lambda: [365], min_length=1)  # codes
     cv: int | None = Field(None, ge=2)  # None: select on the validation split, as the paper
     grid: dict[str, list[Any]] | None = None  # None: the model's full grid
     n_jobs: int | None = None
@@ -199,6 +220,7 @@ class Config(Section):
     """The whole recipe: ``seed`` and one section per stage."""
 
     seed: int = 0
+    data: DataSection = Field(default_factory=DataSection)
     preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
     ehr: EHRSection = Field(default_factory=EHRSection)
     image: ImageSection = Field(default_factory=ImageSection)

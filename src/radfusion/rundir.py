@@ -15,6 +15,8 @@ A run folder (``radfusion benchmark --out``, or the ``--out`` of the single-stag
     eval/              metrics, thresholds, fairness, comparisons, subtypes, intersections,
                        outcomes
     report/            report.html, tables/, figures/
+    tasks/<task>/      with data.task=all: one such folder per task (the cache shared), and
+                       tasks.csv with report/report.html summarising them
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class RunDir:
 
     config = property(lambda self: self.root / "config.yaml")
     record = property(lambda self: self.root / "run.json")
+    tasks = property(lambda self: self.root / "tasks")  # one run folder per task (task=all)
     lock = property(lambda self: self.root / ".benchmark.lock")
     log = property(lambda self: self.root / "benchmark.log")
     stages = property(lambda self: self.root / "stages")

@@ -66,3 +66,27 @@ def test_youden_threshold_by_hand():
     threshold, sens, spec = youden_threshold(y, s)
     assert threshold == pytest.approx(0.7)
     assert (sens, spec) == pytest.approx((2 / 3, 1.0))
+
+
+def test_auprc_is_scikit_learns_average_precision_also_per_bootstrap_row():
+    from sklearn.metrics import average_precision_score
+
+    from radfusion.evaluation.metrics import auprc
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(2, 40))
+        y = rng.integers(0, 2, n)
+        score = np.round(rng.random(n), 1)  # ties: one threshold each
+        if not y.any():
+            assert np.isnan(auprc(y, score))
+            continue
+        assert auprc(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
+        weights = rng.integers(0, 3, (3, n))
+        rows = auprc(y, score, weights)
+        for w, value in zip(weights, rows, strict=True):
+            if not (w * y).any():
+                assert np.isnan(value)
+            else:
+                expect = average_precision_score(y, score, sample_weight=w)
+                assert value == pytest.approx(expect, abs=1e-12)

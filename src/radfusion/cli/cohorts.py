@@ -72,19 +72,31 @@ def validate(
     deep: Annotated[
         bool, typer.Option(help="Also sample every volume's voxels to check its HU intercept.")
     ] = False,
+    layout: Annotated[
+        str, typer.Option(help="radfusion, inspect, or auto (told by the file names).")
+    ] = "auto",
+    meds: Annotated[
+        Path | None, typer.Option(help="INSPECT: the MEDS root, where it is not found below.")
+    ] = None,
 ) -> None:
-    """Load and check a cohort; print Tables 1 and 2. Exit 0 if usable, 2 on errors."""
+    """Load and check a cohort; print Tables 1 and 2 (INSPECT: studies, slices and every
+    task's labels per split). Exit 0 if usable, 2 on errors."""
+    from radfusion.config import DataSection
     from radfusion.data.cohort import validate_cohort
-    from radfusion.data.summary import summarize, summary_payload
-    from radfusion.pipeline.console import print_cohort_summary
+    from radfusion.data.summary import summarize, summary_payload, task_summary
+    from radfusion.pipeline.console import print_cohort_summary, print_task_summary
 
-    report = validate_cohort(data_dir, hu_intercept=hu_intercept, deep=deep)
-    summary = summarize(report.cohort) if report.cohort is not None else {}
+    data = DataSection(layout=layout, meds=str(meds) if meds else None)
+    report = validate_cohort(data_dir, hu_intercept=hu_intercept, deep=deep, data=data)
+    inspect = report.cohort is not None and report.cohort.layout == "inspect"
+    summary = {}
+    if report.cohort is not None:
+        summary = task_summary(report.cohort) if inspect else summarize(report.cohort)
     if as_json:
         sys.stdout.write(json.dumps(summary_payload(summary, report), indent=2) + "\n")
     else:
         if summary:
-            print_cohort_summary(summary)
+            (print_task_summary if inspect else print_cohort_summary)(summary)
         for message in report.warnings:
             warn(message)
         for message in report.errors:

@@ -221,16 +221,27 @@ def benchmark(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     show: PrintOpt = False,
+    task: Annotated[
+        str | None,
+        typer.Option(help="The label to learn: PE, an INSPECT task, or all (data.task)."),
+    ] = None,
+    layout: Annotated[
+        str | None, typer.Option(help="radfusion or inspect; default: told by the files.")
+    ] = None,
 ) -> None:
     """Every stage of the paper on one cohort, cached and resumable.
 
     validate, preprocess, ehr, image, slicenet (when enabled), fusion, evaluate, report.
-    Unchanged stages are skipped; an interrupted run resumes where it stopped."""
+    Unchanged stages are skipped; an interrupted run resumes where it stopped. With
+    --task all, every task of the cohort in its own folder under OUT/tasks/."""
     from radfusion.devices import is_rank_zero
     from radfusion.pipeline.benchmark import run_benchmark
     from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
 
-    resolved = resolve(config, set_, show, None)
+    options = [f"data.task={task}"] * (task is not None) + [f"data.layout={layout}"] * (
+        layout is not None
+    )
+    resolved = resolve(config, [*(set_ or []), *options], show, None)
     if not is_rank_zero():  # a DDP rank Lightning started: it trains its share, silently
         run_benchmark(data, out, resolved)
         return

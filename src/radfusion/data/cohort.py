@@ -17,7 +17,7 @@ Choices where the release leaves room:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -27,11 +27,11 @@ import pandas as pd
 from radfusion.data.ehr_tables import read_release_table, read_release_tables
 from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
 from radfusion.data.labels import read_labels
-from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, WINDOW_SLICES
+from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, SPLITS, WINDOW_SLICES
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
 from radfusion.errors import CohortError, RadfusionError
 
-__all__ = ["Cohort", "ValidationReport", "load_outcomes", "validate_cohort"]
+__all__ = ["Cohort", "ValidationReport", "detect_layout", "load_outcomes", "validate_cohort"]
 
 AGE_CUTOFF = 80
 
@@ -52,15 +52,70 @@ class Cohort:
     annotations: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     hu_intercept: int | None = None
+    layout: str = "radfusion"  # or "inspect" (radfusion.data.inspect)
+    #: idx x task: 1.0, 0.0 or NaN (censored), every study of the folder; None: PE only
+    tasks: pd.DataFrame | None = None
+    task: str = "PE"  # whose label ``studies["label"]`` holds
+    meds_root: Path | None = None  # the MEDS EHR, where the layout has one
+    #: every study before a task's censored ones were left out (None: ``studies``)
+    everything: pd.DataFrame | None = None
+    _events: dict = field(default_factory=dict, repr=False)  # shared by for_task copies
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, hu_intercept: int | None = None) -> Cohort:
-        """Load and validate a cohort folder; raise ``CohortError`` listing every problem."""
-        report = validate_cohort(path, hu_intercept=hu_intercept)
+    def load(cls, path: str | os.PathLike, *, hu_intercept: int | None = None, data=None) -> Cohort:
+        """Load and validate a cohort folder; raise ``CohortError`` listing every problem.
+        ``data`` is the config's data section (layout, task, INSPECT file names)."""
+        report = validate_cohort(path, hu_intercept=hu_intercept, data=data)
         if report.errors:
             raise CohortError(report.errors)
         assert report.cohort is not None
         return report.cohort
+
+    # --- tasks -----------------------------------------------------------------------------
+    @property
+    def all_studies(self) -> pd.DataFrame:
+        """Every study of the folder, censored for the task or not."""
+        return self.studies if self.everything is None else self.everything
+
+    @property
+    def task_names(self) -> list[str]:
+        return ["PE"] if self.tasks is None else list(self.tasks.columns)
+
+    def for_task(self, task: str) -> Cohort:
+        """The cohort with ``task``'s label as ``label``, its censored studies left out (and
+        counted per split in a warning)."""
+        if task not in self.task_names:
+            from radfusion.data.findings import suggest
+
+            raise RadfusionError(
+                f"{self.root}: no task {task!r}{suggest(task, self.task_names)}; this cohort has "
+                f"{', '.join(self.task_names)}"
+            )
+        if self.tasks is None or (task == self.task and "label" in self.studies):
+            return self
+        everything = self.all_studies
+        values = self.tasks[task].reindex(everything.index)
+        known = values.notna()
+        studies = everything[known.to_numpy()].copy()
+        studies["label"] = values[known].astype(np.int64)
+        warnings = [w for w in self.warnings if not w.startswith("task ")]
+        censored = everything.loc[~known.to_numpy(), "split"].value_counts()
+        if len(censored):
+            counts = ", ".join(f"{split} {int(censored.get(split, 0))}" for split in SPLITS)
+            warnings.append(
+                f"task {task}: {int(censored.sum())} censored stud(ies) left out ({counts})"
+            )
+        return replace(self, studies=studies, task=task, warnings=warnings, everything=everything)
+
+    def meds_events(self):
+        """The MEDS EHR as :class:`~radfusion.data.meds.EventArrays`, read once."""
+        if self.meds_root is None:
+            raise RadfusionError(f"{self.root}: no MEDS EHR in this cohort")
+        if "events" not in self._events:
+            from radfusion.data.meds import read_event_arrays
+
+            self._events["events"] = read_event_arrays(self.meds_root)
+        return self._events["events"]
 
     # --- EHR -----------------------------------------------------------------------------
     @cached_property
@@ -82,14 +137,19 @@ class Cohort:
 
     # --- volumes ---------------------------------------------------------------------------
     def volume(self, idx: int) -> np.ndarray:
-        """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``)."""
+        """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``); a
+        NIfTI volume is read whole, in HU and in the cohort's orientation."""
+        from radfusion.imaging.nifti import is_nifti, read_nifti
+
         path = self.studies.at[idx, "volume_path"]
         if not isinstance(path, str | Path) or not path:
             raise RadfusionError(f"study {idx} has no volume in {self.root}")
-        return open_volume(path)
+        return read_nifti(path).hu if is_nifti(path) else open_volume(path)
 
     def intercept(self, idx: int) -> int:
         """The intercept that turns the stored values into HU (the override, or detected)."""
+        if self.layout == "inspect":
+            return 0  # NIfTI volumes are read in HU
         if self.hu_intercept is not None:
             return self.hu_intercept
         guess = detect_intercept(self.volume(idx))
@@ -117,19 +177,42 @@ class ValidationReport:
         return not self.errors
 
 
+def detect_layout(root: Path, data=None) -> str:
+    """``radfusion`` or ``inspect``: the config's ``data.layout``, or told by the files."""
+    from radfusion.data.inspect import detect_inspect
+    from radfusion.data.layout import LABELS_FILE
+
+    layout = getattr(data, "layout", "auto") or "auto"
+    if layout != "auto":
+        return layout
+    if not (root / LABELS_FILE).exists() and detect_inspect(root):
+        return "inspect"
+    return "radfusion"
+
+
 def validate_cohort(
-    path: str | os.PathLike, *, hu_intercept: int | None = None, deep: bool = False
+    path: str | os.PathLike,
+    *,
+    hu_intercept: int | None = None,
+    deep: bool = False,
+    data=None,
 ) -> ValidationReport:
     """Check a cohort folder and load it when it is usable.
 
     ``deep`` also samples a few slices of every volume to detect its HU intercept (slower:
-    it reads data, not only headers) and reports volumes where it is unclear.
+    it reads data, not only headers) and reports volumes where it is unclear. ``data`` is
+    the config's data section: the layout (detected by default), the task whose label the
+    studies get, and the INSPECT layout's file names.
     """
     root = Path(path)
     findings = Findings()
     if not root.is_dir():
-        findings.error(f"{root}: not a folder; point to the RadFusion release folder")
+        findings.error(f"{root}: not a folder; point to the RadFusion or INSPECT release folder")
         return ValidationReport(findings.errors, findings.warnings, None)
+    if detect_layout(root, data) == "inspect":
+        from radfusion.data.inspect_cohort import validate_inspect
+
+        return validate_inspect(root, findings, data)
     if hu_intercept not in (None, 0, -1024):
         findings.error(f"hu_intercept must be 0 or -1024, got {hu_intercept}")
     labels = read_labels(root, findings)
@@ -154,6 +237,12 @@ def validate_cohort(
     )
     if deep and hu_intercept is None:
         _check_intercepts(cohort, findings)
+    task = getattr(data, "task", "PE")
+    if task not in ("PE", "all"):
+        findings.error(
+            f"{root}: data.task {task!r}: the RadFusion layout has the one task PE; "
+            "use --set data.task=PE"
+        )
     return ValidationReport(
         findings.errors, findings.warnings, cohort if not findings.errors else None
     )
@@ -284,16 +373,25 @@ def _check_intercepts(cohort: Cohort, findings: Findings) -> None:
         )
 
 
-def load_outcomes(path: str | os.PathLike) -> pd.DataFrame:
-    """What evaluation needs and nothing more: ``Labels.csv`` and ``Demographics.csv``.
+def load_outcomes(path: str | os.PathLike, data=None) -> pd.DataFrame:
+    """What evaluation needs and nothing more: ``Labels.csv`` and ``Demographics.csv`` (for
+    the INSPECT layout: labels, splits, metadata and the MEDS demographics, no volume).
 
     Returns the studies indexed by idx with ``label``, ``pe_type``, ``split``, ``age``,
     ``gender``, ``race``, ``age_group`` and ``non_subsegmental``; raises ``CohortError``.
+    ``data`` is the config's data section: the layout and the task whose label is wanted.
     """
     root = Path(path)
     findings = Findings()
     if not root.is_dir():
         raise CohortError([f"{root}: not a folder; point to the RadFusion release folder"])
+    if detect_layout(root, data) == "inspect":
+        from radfusion.data.inspect_cohort import validate_inspect
+
+        report = validate_inspect(root, findings, data, volumes=False)
+        if report.errors:
+            raise CohortError(report.errors)
+        return report.cohort.studies
     labels = read_labels(root, findings)
     demographics = None
     if labels is not None:

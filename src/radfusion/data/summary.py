@@ -17,6 +17,7 @@ __all__ = [
     "label_counts",
     "summarize",
     "summary_payload",
+    "task_summary",
     "test_group_counts",
 ]
 
@@ -141,3 +142,45 @@ def summarize(cohort: Cohort) -> dict[str, Any]:
         "annotated_studies": int(cohort.annotations["idx"].nunique()),
         "ehr_features": {name: len(cols) for name, cols in cohort.feature_names.items()},
     }
+
+
+def task_summary(cohort: Cohort) -> dict[str, Any]:
+    """Per split: studies, patients, the slice count and spacing, and per task its positives,
+    negatives and censored studies (every study of the folder, censored ones included)."""
+    studies = cohort.all_studies  # the task's censored studies are out of ``studies``
+    tasks = (
+        cohort.tasks
+        if cohort.tasks is not None
+        else studies[["label"]].rename(columns={"label": "PE"}).astype(float)
+    )
+    splits: dict[str, Any] = {}
+    for name in (*SPLITS, "overall"):
+        part = studies if name == "overall" else studies[studies["split"] == name]
+        median, iqr = _quartiles(part["slices"].astype(float)) if "slices" in part else (None, None)
+        spacing = part["slice_spacing"].dropna() if "slice_spacing" in part else pd.Series([])
+        row: dict[str, Any] = {
+            "studies": len(part),
+            "patients": int(part["patient_id"].nunique()) if "patient_id" in part else None,
+            "median_slices": median,
+            "iqr_slices": iqr,
+            "slice_spacing": (
+                {
+                    "median": float(spacing.median()),
+                    "min": float(spacing.min()),
+                    "max": float(spacing.max()),
+                }
+                if len(spacing)
+                else None
+            ),
+        }
+        values = tasks.reindex(part.index)
+        row["tasks"] = {
+            task: {
+                "positives": int((values[task] == 1).sum()),
+                "negatives": int((values[task] == 0).sum()),
+                "censored": int(values[task].isna().sum()),
+            }
+            for task in tasks.columns
+        }
+        splits[name] = row
+    return {"root": str(cohort.root), "layout": cohort.layout, "splits": splits}

@@ -155,6 +155,29 @@ class CodeFeaturiser:
         picked = wanted[events.rank] & static & (events.codes != BIRTH_CODE)[events.code]
         return sorted(str(c) for c in events.codes[np.unique(events.code[picked])])
 
+    def to_dict(self) -> dict:
+        """What rebuilds this fitted featuriser (:meth:`from_dict`): plain JSON, no pickle."""
+        self._check_fitted()
+        return {
+            "windows_days": list(self.windows_days),
+            "lookback_days": self.lookback_days,
+            "min_frequency": self.min_frequency,
+            "codes": self.codes_,
+            "numeric": self.numeric_,
+            "static": self.static_,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> CodeFeaturiser:
+        try:
+            out = cls(tuple(spec["windows_days"]), spec["lookback_days"], spec["min_frequency"])
+            out.codes_ = [str(c) for c in spec["codes"]]
+            out.numeric_ = [str(c) for c in spec["numeric"]]
+            out.static_ = [str(c) for c in spec["static"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RadfusionError(f"not a code featuriser's description ({exc})") from exc
+        return out
+
     @property
     def names_(self) -> list[str]:
         self._check_fitted()

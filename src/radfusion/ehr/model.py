@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -55,14 +56,24 @@ def _elasticnet(
     max_iter: int = 1000,
     tol: float = 1e-3,
     seed: int = 0,
+    sparse: bool = False,
 ) -> Pipeline:
-    return Pipeline(
-        [
+    # A sparse matrix (MEDS code features) has no missing values to fill and is scaled
+    # without centring, which would make it dense.
+    prepare = (
+        [("scale", StandardScaler(with_mean=False))]
+        if sparse
+        else [
             (
                 "impute",
                 SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
             ),
             ("scale", StandardScaler()),
+        ]
+    )
+    return Pipeline(
+        [
+            *prepare,
             # l1_ratio in (0, 1) with saga is the elastic net (scikit-learn >= 1.8 spelling).
             (
                 "model",
@@ -88,7 +99,9 @@ def _hgb(
     max_iter: int = 200,
     class_weight: str | None = None,
     seed: int = 0,
+    sparse: bool = False,
 ) -> Pipeline:
+    del sparse  # tune() hands it a dense matrix
     return Pipeline(
         [
             (
@@ -138,15 +151,20 @@ EHR_MODELS: dict[str, ModelSpec] = {
 }
 
 
-def create_ehr_model(name: str, *, seed: int = 0, **params: Any) -> Pipeline:
-    """A fresh, unfitted pipeline for model ``name`` with the given hyper-parameters."""
+#: The widest sparse matrix a dense-only model (hgb) is given, made dense.
+DENSE_LIMIT = 5000
+
+
+def create_ehr_model(name: str, *, seed: int = 0, sparse: bool = False, **params: Any) -> Pipeline:
+    """A fresh, unfitted pipeline for model ``name`` with the given hyper-parameters;
+    ``sparse`` for a ``scipy.sparse`` feature matrix."""
     if name not in EHR_MODELS:
         import difflib
 
         close = difflib.get_close_matches(name, list(EHR_MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RadfusionError(f"unknown EHR model {name!r}{hint}; known: {sorted(EHR_MODELS)}")
-    return EHR_MODELS[name].factory(seed=seed, **params)
+    return EHR_MODELS[name].factory(seed=seed, sparse=sparse, **params)
 
 
 def check_features(x: pd.DataFrame, expected: list[str] | None = None, *, what: str = "features"):
@@ -180,6 +198,11 @@ def check_features(x: pd.DataFrame, expected: list[str] | None = None, *, what: 
     return x
 
 
+def _rows(x, positions):
+    """Rows by position of a frame or a (sparse) matrix."""
+    return x.iloc[positions] if isinstance(x, pd.DataFrame) else x[positions]
+
+
 def _fit_one(template: Pipeline, params: dict, x: pd.DataFrame, y: np.ndarray):
     model = clone(template).set_params(**{f"model__{k}": v for k, v in params.items()})
     with warnings.catch_warnings(record=True) as caught:
@@ -194,9 +217,9 @@ def _score(template, params, x_tr, y_tr, x_val, y_val, cv, seed):
         folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
         scores, converged = [], True
         for fit_idx, val_idx in folds.split(x_tr, y_tr):
-            model, ok = _fit_one(template, params, x_tr.iloc[fit_idx], y_tr[fit_idx])
+            model, ok = _fit_one(template, params, _rows(x_tr, fit_idx), y_tr[fit_idx])
             scores.append(
-                roc_auc_score(y_tr[val_idx], model.predict_proba(x_tr.iloc[val_idx])[:, 1])
+                roc_auc_score(y_tr[val_idx], model.predict_proba(_rows(x_tr, val_idx))[:, 1])
             )
             converged &= ok
         return float(np.mean(scores)), converged, None
@@ -271,7 +294,15 @@ def tune(
     return the pipeline fitted on the training split with them. Ties go to the earlier grid
     point, so the result is deterministic. ``warm_start`` fits the elastic net's grid as
     regularisation paths (:func:`_regularisation_paths`); ``False`` fits every point cold."""
-    template = create_ehr_model(name, seed=seed)
+    sparse = scipy.sparse.issparse(x_train)
+    if sparse and name == "hgb":
+        if x_train.shape[1] > DENSE_LIMIT:
+            raise RadfusionError(
+                f"EHR model hgb: {x_train.shape[1]} sparse features are too many to make dense "
+                f"(limit {DENSE_LIMIT}); use elasticnet, or raise ehr.min_frequency"
+            )
+        x_train, x_val, sparse = x_train.toarray(), x_val.toarray(), False
+    template = create_ehr_model(name, seed=seed, sparse=sparse)
     grid = EHR_MODELS[name].grid if grid is None else grid
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     y_train, y_val = np.asarray(y_train), np.asarray(y_val)
@@ -307,14 +338,17 @@ def tune(
     return TuningResult(name, params, model, float(scores.loc[best, "score"]), scores, notes)
 
 
-def linear_importance(model: Pipeline, tables: dict[str, str] | None = None) -> pd.DataFrame:
+def linear_importance(
+    model: Pipeline, tables: dict[str, str] | None = None, names: list[str] | None = None
+) -> pd.DataFrame:
     """Standardised coefficients of a linear pipeline, by readable feature name, largest first.
 
-    Missing-indicator columns are named ``<feature>:missing``."""
+    Missing-indicator columns are named ``<feature>:missing``. ``names`` are the input's
+    columns where the pipeline was fitted on a matrix without names (a sparse one)."""
     estimator = model.named_steps["model"]
     if not hasattr(estimator, "coef_"):
         raise RadfusionError("feature importances by coefficient need a linear model")
-    names = [
+    names = names or [
         n.removeprefix("missingindicator_") + ":missing" if n.startswith("missingindicator_") else n
         for n in model[:-1].get_feature_names_out()
     ]

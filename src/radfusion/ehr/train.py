@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from radfusion import __version__
 from radfusion.data.cohort import Cohort
 from radfusion.data.layout import EHR_TABLES
-from radfusion.ehr.model import check_features, linear_importance, tune
+from radfusion.ehr.model import DENSE_LIMIT, check_features, linear_importance, tune
 from radfusion.ehr.persistence import save_model
 from radfusion.errors import RadfusionError
 from radfusion.io import write_csv, write_json
@@ -32,8 +32,58 @@ from radfusion.rundir import RunDir
 
 __all__ = ["FEATURE_SOURCES", "EHRRun", "feature_matrix", "train_ehr"]
 
-FEATURE_SOURCES = ("release", "meds")
+FEATURE_SOURCES = ("auto", "release", "meds", "codes")
 TRAIN_LOCK = ".train-ehr.lock"  # held while an EHR training runs in its folder
+
+
+def resolve_source(cohort: Cohort, source: str) -> str:
+    """``auto``: ``codes`` for an INSPECT cohort, ``release`` for a RadFusion one."""
+    if source == "auto":
+        return "codes" if cohort.layout == "inspect" else "release"
+    if cohort.layout == "inspect" and source in ("release", "meds"):
+        raise RadfusionError(
+            f"ehr.features {source}: the INSPECT layout has no RadFusion EHR tables; use "
+            "--set ehr.features=codes (or auto)"
+        )
+    return source
+
+
+def code_studies(cohort: Cohort, meds_dir=None) -> tuple[pd.DataFrame, Path]:
+    """Each study's MEDS subject and prediction time, and the MEDS root: the cohort's own
+    (INSPECT), or a RadFusion cohort's ``raw/`` events, predicting at the CT time."""
+    if cohort.layout == "inspect" and meds_dir is None:
+        if cohort.meds_root is None:
+            raise RadfusionError(f"{cohort.root}: no MEDS EHR; name it with --set data.meds=DIR")
+        return cohort.studies[["subject_id", "prediction_time"]], cohort.meds_root
+    from radfusion.data.meds import read_raw_studies
+
+    raw = Path(meds_dir) if meds_dir is not None else cohort.root / "raw"
+    table = read_raw_studies(raw).set_index("idx")
+    missing = cohort.studies.index.difference(table.index)
+    if len(missing):
+        raise RadfusionError(
+            f"{raw}: the study table has no row for {len(missing)} labelled stud(ies) "
+            f"(idx {list(missing[:5])}); each needs its subject and CT time"
+        )
+    table = table.loc[cohort.studies.index]
+    return table[["subject_id"]].assign(prediction_time=table["ct_time"]), raw
+
+
+def code_features(cohort: Cohort, meds_dir=None, *, windows_days=(365,), min_frequency=0.01):
+    """The MEDS code features (:mod:`radfusion.ehr.codes`) of every study, their columns
+    learnt on the train split; returns the features and the fitted featuriser."""
+    from radfusion.data.meds import read_event_arrays
+    from radfusion.ehr.codes import CodeFeaturiser
+
+    studies, root = code_studies(cohort, meds_dir)
+    events = (
+        cohort.meds_events()
+        if root == cohort.meds_root and cohort.meds_root is not None
+        else read_event_arrays(root)
+    )
+    featuriser = CodeFeaturiser(windows_days=tuple(windows_days), min_frequency=min_frequency)
+    featuriser.fit(events, studies[(cohort.studies["split"] == "train").to_numpy()])
+    return featuriser.transform(events, studies), featuriser
 
 
 def feature_matrix(
@@ -43,8 +93,10 @@ def feature_matrix(
 
     ``release`` reads the cohort's six tables; ``meds`` rebuilds them from raw MEDS events
     (``meds_dir``, by default ``<cohort>/raw``) with the paper's feature engineering, counting
-    the 1% diagnosis-group rule over the cohort's training split.
+    the 1% diagnosis-group rule over the cohort's training split. (``codes``, the sparse
+    per-code features of any MEDS dataset, is :func:`code_features`.)
     """
+    source = resolve_source(cohort, source)
     if source == "release":
         tables = cohort.ehr
     elif source == "meds":
@@ -81,23 +133,37 @@ def train_ehr(
     out_dir: str | os.PathLike,
     *,
     model: str = "elasticnet",
-    features: str = "release",
+    features: str = "auto",
     meds_dir: str | os.PathLike | None = None,
     seed: int = 0,
     cv: int | None = None,
     grid: dict[str, list] | None = None,
     n_jobs: int | None = None,
+    windows_days: tuple[int, ...] = (365,),
+    min_frequency: float = 0.01,
 ) -> EHRRun:
     """Tune and fit the EHR model on ``cohort``'s train split; write the run's files. A second
     EHR training in ``out_dir`` while one runs is refused (:mod:`radfusion.locks`)."""
     busy = f"{out_dir}: another EHR training is running here; wait for it, or use another --out"
+    codes = {"windows_days": tuple(windows_days), "min_frequency": min_frequency}
     with exclusive(Path(out_dir) / TRAIN_LOCK, busy):
-        return _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs)
+        return _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs, codes)
 
 
-def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs) -> EHRRun:
+def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs, codes):
     run = RunDir(out_dir)
-    x, owner = feature_matrix(cohort, features, meds_dir)
+    features = resolve_source(cohort, features)
+    featuriser = None
+    if features == "codes":
+        built, featuriser = code_features(cohort, meds_dir, **codes)
+        x, names, owner = built.matrix, built.names, None
+        if not np.isfinite(x.data).all():  # a pipeline bug, never the user's
+            raise AssertionError("the code features hold non-finite values")
+        if model != "elasticnet" and x.shape[1] <= DENSE_LIMIT:
+            x = x.toarray()  # hgb takes dense input; tune() refuses a wider matrix
+    else:
+        frame, owner = feature_matrix(cohort, features, meds_dir)
+        x, names = frame, list(frame.columns)
     y = cohort.studies["label"].to_numpy()
     split = cohort.studies["split"].to_numpy()
     train, val = split == "train", split == "val"
@@ -114,7 +180,8 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
     save_model(result.model, run.ehr_model)
     write_csv(result.scores, run.ehr_grid)
     if model == "elasticnet":
-        write_csv(linear_importance(result.model, owner), run.ehr_importance)
+        sparse_names = names if featuriser is not None else None
+        write_csv(linear_importance(result.model, owner, sparse_names), run.ehr_importance)
     write_json(
         {
             "model": model,
@@ -123,7 +190,11 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
             "selection_score": result.score,
             "val_auroc": val_auroc,
             "seed": seed,
-            "features": {"source": features, "names": list(x.columns)},
+            "features": {
+                "source": features,
+                "names": names,
+                **({"featuriser": featuriser.to_dict()} if featuriser is not None else {}),
+            },
             "notes": result.notes,
             "radfusion_version": __version__,
         },

@@ -58,6 +58,7 @@ class Resamples:
         return {
             **{name: fn(*cells) for name, fn in metrics.FROM_COUNTS.items()},
             "auroc": metrics.auroc(y, score, w),
+            "auprc": metrics.auprc(y, score, w),
             "brier": metrics.brier(y, score, w),
             "ece": metrics.ece(y, score, weights=w),
         }

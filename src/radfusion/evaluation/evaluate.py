@@ -36,6 +36,7 @@ from radfusion.evaluation.intersections import intersections
 from radfusion.evaluation.metrics import (
     METRICS,
     THRESHOLD_METRICS,
+    auprc,
     auroc,
     brier,
     ece,
@@ -50,8 +51,8 @@ __all__ = ["ATTRIBUTES", "PE_SUBTYPES", "SUBSETS", "Evaluation", "evaluate"]
 SUBSETS = ("all", "non_subsegmental")
 #: attribute -> (studies column, groups in the paper's order)
 ATTRIBUTES = {"overall": (None, ("all",)), **GROUP_ATTRIBUTES}
-SCORE_METRICS = {"auroc": auroc, "brier": brier, "ece": ece}
-REPORTED = (*METRICS, "brier", "ece")
+SCORE_METRICS = {"auroc": auroc, "auprc": auprc, "brier": brier, "ece": ece}
+REPORTED = (*METRICS, "auprc", "brier", "ece")
 FAIRNESS = ("eod", "tpr_diff_signed", "equalized_odds_diff", "auroc_gap")
 PE_SUBTYPES = ("central", "segmental", "subsegmental")
 SUBTYPE_COLUMNS = [
@@ -384,10 +385,12 @@ def evaluate_files(
     seed: int = 0,
     allow_missing: bool = False,
     min_cell_size: int = 10,
+    data_section=None,
 ) -> Evaluation:
     """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
     and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv``,
-    ``subtypes.csv`` and ``intersections.csv``."""
+    ``subtypes.csv`` and ``intersections.csv``. ``data_section`` (the config's ``data``)
+    names the cohort's layout and the task whose label is scored."""
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
@@ -395,7 +398,7 @@ def evaluate_files(
     from radfusion.predictions import collect_prediction_files, read_predictions
     from radfusion.rundir import EvalDir
 
-    studies = load_outcomes(data_dir)
+    studies = load_outcomes(data_dir, data_section)
     predictions, notes = {}, []
     for path in collect_prediction_files(sources):
         predictions[path.stem], file_notes = read_predictions(

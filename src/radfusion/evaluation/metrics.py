@@ -163,6 +163,28 @@ def youden_threshold(y_true, y_score) -> tuple[float, float, float]:
     return float(thresholds[k]), float(tpr[k]), float(1 - fpr[k])
 
 
+def auprc(y_true, y_score, weights=None):
+    """Average precision, the area under the precision-recall curve as a step function
+    (scikit-learn's ``average_precision_score``: tied scores are one threshold); per row of
+    ``weights`` (bootstrap draw counts) when given. NaN without positives."""
+    y = np.asarray(y_true, dtype=float)
+    score = np.asarray(y_score, dtype=float)
+    order = np.argsort(-score, kind="stable")
+    y, score = y[order], score[order]
+    last = np.r_[score[1:] != score[:-1], True] if len(score) else np.zeros(0, bool)
+    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(np.asarray(weights, float))
+    w = w[:, order]
+    tp = np.cumsum(w * y, axis=1)[:, last]
+    seen = np.cumsum(w, axis=1)[:, last]
+    positives = tp[:, -1:] if tp.shape[1] else np.zeros((len(w), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tp / np.where(seen > 0, seen, 1), 0.0)
+        recall = tp / positives
+        gain = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
+        result = np.where(positives[:, 0] > 0, (gain * precision).sum(axis=1), np.nan)
+    return float(result[0]) if weights is None else result
+
+
 def brier(y_true, y_score, weights=None):
     """The mean squared difference between probability and outcome (weighted per row)."""
     y, score = np.asarray(y_true, float), np.asarray(y_score, float)

@@ -63,6 +63,11 @@ class Context:
     trainer_args: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cohort: Cohort | None = None
+    cache: Path | None = None  # the CT cache's root: the run's, or shared between tasks
+
+    def __post_init__(self):
+        if self.cache is None:
+            self.cache = self.run.cache
 
 
 def _validate(ctx: Context) -> dict:
@@ -74,7 +79,7 @@ def _validate(ctx: Context) -> dict:
 def _preprocess(ctx: Context) -> dict:
     summary = steps.preprocess_cohort(
         ctx.cohort,
-        ctx.run.cache,
+        ctx.cache,
         ctx.config.preprocess,
         on_total=ctx.reporter.total,
         on_entry=lambda _: ctx.reporter.advance(),
@@ -105,6 +110,7 @@ def _imaging(name: str):
             getattr(ctx.config, name),
             ctx.config.preprocess,
             ctx.config.seed,
+            cache_root=ctx.cache,
             trainer_args={"enable_progress_bar": False, **extra, "callbacks": callbacks},
         )
         return {"checkpoint": str(chosen)}
@@ -116,7 +122,7 @@ def _selection(ctx: Context) -> None:
     from radfusion.imaging.preprocess import cache_folder
     from radfusion.pipeline.selection import selection_table
 
-    folder = cache_folder(ctx.run.cache, steps.cache_params(ctx.config.preprocess))
+    folder = cache_folder(ctx.cache, steps.cache_params(ctx.config.preprocess))
     selection_table(ctx.cohort, folder, ctx.run, _trained_images(ctx.config))
 
 
@@ -137,7 +143,12 @@ def _fusion(ctx: Context) -> None:
 
 def _evaluate(ctx: Context) -> None:
     steps.evaluate_predictions(
-        ctx.data, [ctx.run.predictions], ctx.run.eval.root, ctx.config.evaluation, ctx.config.seed
+        ctx.data,
+        [ctx.run.predictions],
+        ctx.run.eval.root,
+        ctx.config.evaluation,
+        ctx.config.seed,
+        data_section=ctx.config.data,
     )
 
 
@@ -161,6 +172,7 @@ STAGES: tuple[Stage, ...] = (
         signature=lambda ctx: (
             tree_signature(ctx.data, exclude=ctx.run.root),
             ctx.config.preprocess.hu_intercept,
+            ctx.config.data.model_dump(),
         ),
     ),
     Stage("preprocess", _preprocess, after=("validate",), sections=("preprocess",)),
@@ -250,14 +262,41 @@ def _add_extra(run: RunDir, extras: Iterable[str | Path]) -> None:
 def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResult:
     """A rank > 0: the same cohort and stages as rank 0, writing nothing but its share of the
     distributed trainings (rank 0 holds the lock, the log and the books)."""
-    report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
+    report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept, data=config.data)
     if not report.ok:
         raise CohortError(report.errors)
-    ctx = Context(
-        data, run, config, reporter or StageReporter(), dict(trainer_args or {}), [], report.cohort
-    )
-    statuses = run_stages(STAGES, ctx, run, ctx.reporter)
+    statuses: dict[str, str] = {}
+    for task, task_run, task_config in _task_runs(run, config, report.cohort):
+        ctx = Context(
+            data,
+            task_run,
+            task_config,
+            reporter or StageReporter(),
+            dict(trainer_args or {}),
+            [],
+            report.cohort.for_task(task),
+            cache=run.cache,
+        )
+        statuses.update(run_stages(STAGES, ctx, task_run, ctx.reporter))
     return BenchmarkResult(run.root, statuses, pd.DataFrame(), run.report_page)
+
+
+def _task_runs(run: RunDir, config: Config, cohort: Cohort):
+    """(task, its run folder, its config) for each task the benchmark runs: the config's one
+    task in ``run`` itself, or with ``data.task=all`` every task of the cohort, each in
+    ``run/tasks/<task>/`` (the CT cache shared)."""
+    if config.data.task != "all":
+        return [(config.data.task, run, config)]
+    out = []
+    for task in cohort.task_names:
+        why = _unlearnable(cohort.for_task(task))
+        if why:
+            log.warning("task %s: skipped, %s", task, why)
+            continue
+        task_config = config.model_copy(deep=True)
+        task_config.data.task = task
+        out.append((task, RunDir(run.tasks / task), task_config))
+    return out
 
 
 def run_benchmark(
@@ -286,21 +325,61 @@ def run_benchmark(
         steps.record_config(run, config)
         with run_log(run.log):
             log.info("benchmark of %s into %s", data, run.root)
-            report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept)
+            report = validate_cohort(
+                data, hu_intercept=config.preprocess.hu_intercept, data=config.data
+            )
             if not report.ok:
                 raise CohortError(report.errors)
-            _add_extra(run, extra_predictions)
-            ctx = Context(
-                data,
-                run,
-                config,
-                reporter or StageReporter(),
-                dict(trainer_args or {}),
-                report.warnings,
-                report.cohort,
-            )
-            statuses = run_stages(STAGES, ctx, run, ctx.reporter)
+            statuses: dict[str, str] = {}
+            runs = _task_runs(run, config, report.cohort)
+            for task, task_run, task_config in runs:
+                if len(runs) > 1:
+                    log.info("task %s into %s", task, task_run.root)
+                    task_run.root.mkdir(parents=True, exist_ok=True)
+                    steps.record_config(task_run, task_config)
+                _add_extra(task_run, extra_predictions)
+                cohort = report.cohort.for_task(task)
+                ctx = Context(
+                    data,
+                    task_run,
+                    task_config,
+                    reporter or StageReporter(),
+                    dict(trainer_args or {}),
+                    cohort.warnings,
+                    cohort,
+                    cache=run.cache,
+                )
+                done = run_stages(STAGES, ctx, task_run, ctx.reporter)
+                statuses.update(
+                    done if len(runs) == 1 else {f"{task}/{k}": v for k, v in done.items()}
+                )
+            if len(runs) > 1:
+                from radfusion.report.tasks import write_task_summary
+
+                write_task_summary(run, [(task, r) for task, r, _ in runs], config.report)
     from radfusion.evaluation.evaluate import auroc_summary
 
+    if len(runs) > 1:
+        return BenchmarkResult(run.root, statuses, _task_summary(runs), run.report_page)
     summary = auroc_summary(pd.read_csv(run.eval.metrics))
     return BenchmarkResult(run.root, statuses, summary, run.report_page)
+
+
+def _unlearnable(cohort: Cohort) -> str | None:
+    """Why a task cannot be trained and evaluated (a split without both classes), or None."""
+    for split in ("train", "val", "test"):
+        labels = cohort.split(split)["label"]
+        if labels.nunique() < 2:
+            return f"its {split} split has {int(labels.sum())} positive of {len(labels)} studies"
+    return None
+
+
+def _task_summary(runs) -> pd.DataFrame:
+    from radfusion.evaluation.evaluate import auroc_summary
+
+    frames = []
+    for task, task_run, _ in runs:
+        part = auroc_summary(pd.read_csv(task_run.eval.metrics))
+        frames.append(part.assign(task=task))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["task", *[c for c in frame.columns if c != "task"]]]

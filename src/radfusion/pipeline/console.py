@@ -113,6 +113,40 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def print_task_summary(summary: dict) -> None:
+    """An INSPECT cohort per split (:func:`radfusion.data.summary.task_summary`)."""
+    splits = summary["splits"]
+    order = ["overall", "train", "val", "test"]
+    table = Table(title=f"{summary['layout']} cohort: studies per split")
+    table.add_column("")
+    for name in order:
+        table.add_column(name.capitalize(), justify="right")
+    table.add_row("# of studies", *[_fmt(splits[s]["studies"]) for s in order])
+    table.add_row("# of patients", *[_fmt(splits[s]["patients"]) for s in order])
+    table.add_row(
+        "Median # of slices (IQR)",
+        *[f"{_fmt(splits[s]['median_slices'])} ({_fmt(splits[s]['iqr_slices'])})" for s in order],
+    )
+
+    def spacing(s):
+        sp = splits[s]["slice_spacing"]
+        return "-" if sp is None else f"{sp['median']:g} ({sp['min']:g}-{sp['max']:g})"
+
+    table.add_row("Slice spacing mm: median (range)", *[spacing(s) for s in order])
+    console.print(table)
+    tasks = Table(title="Labels per task: positive / negative / censored")
+    tasks.add_column("Task")
+    for name in order:
+        tasks.add_column(name.capitalize(), justify="right")
+    for task in splits["overall"]["tasks"]:
+        cells = []
+        for s in order:
+            c = splits[s]["tasks"][task]
+            cells.append(f"{c['positives']} / {c['negatives']} / {c['censored']}")
+        tasks.add_row(task, *cells)
+    console.print(tasks)
+
+
 def print_cohort_summary(summary: dict) -> None:
     """Tables 1 and 2 of a cohort (:func:`radfusion.data.summary.summarize`)."""
     splits = summary["splits"]
@@ -168,16 +202,20 @@ def print_cohort_summary(summary: dict) -> None:
 def print_aurocs(summary) -> None:
     """The test AUROC table (``auroc_summary``): every model, all studies and non-subsegmental."""
     table = Table(title="Test AUROC (95% CI)")
+    tasks = "task" in summary.columns  # a benchmark of every task: one row per task and model
+    if tasks:
+        table.add_column("task")
     table.add_column("model")
     table.add_column("all test studies", justify="right")
-    table.add_column("non-subsegmental", justify="right")
+    if not tasks:
+        table.add_column("non-subsegmental", justify="right")
     for row in summary.itertuples():
         cells = [
             f"{getattr(row, f'{s}_value'):.3f} "
             f"({getattr(row, f'{s}_ci_low'):.3f}-{getattr(row, f'{s}_ci_high'):.3f})"
-            for s in ("all", "non_subsegmental")
+            for s in (("all",) if tasks else ("all", "non_subsegmental"))
         ]
-        table.add_row(row.model, *cells)
+        table.add_row(*([row.task] if tasks else []), row.model, *cells)
     console.print(table)
 
 

@@ -100,6 +100,8 @@ def train_ehr_model(cohort, run: RunDir, section: EHRSection, seed: int, *, meds
         cv=section.cv,
         grid=section.grid,
         n_jobs=section.n_jobs,
+        windows_days=tuple(section.windows_days),
+        min_frequency=section.min_frequency,
     )
 
 
@@ -231,8 +233,11 @@ def fuse_predictions(
     ]
 
 
-def evaluate_predictions(data, sources, out: Path, section: EvaluationSection, seed: int):
-    """The paper's evaluation of every predictions file in ``sources`` into ``out``."""
+def evaluate_predictions(
+    data, sources, out: Path, section: EvaluationSection, seed: int, *, data_section=None
+):
+    """The paper's evaluation of every predictions file in ``sources`` into ``out``;
+    ``data_section`` (the config's ``data``) says the cohort's layout and task."""
     from radfusion.evaluation.evaluate import evaluate_files
 
     return evaluate_files(
@@ -243,6 +248,7 @@ def evaluate_predictions(data, sources, out: Path, section: EvaluationSection, s
         seed=seed,
         allow_missing=section.allow_missing,
         min_cell_size=section.min_cell_size,
+        data_section=data_section,
     )
 
 

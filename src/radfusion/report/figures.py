@@ -143,7 +143,8 @@ def tpr_gaps(fairness, models) -> bytes:
                 [v - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - v]
             )
             ax.bar(x, v, width, label=model, color=styles[model]["color"])
-            ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="none", ecolor="0.2", capsize=3, lw=1)
+            yerr = np.maximum(np.nan_to_num(err), 0)  # a small group's CI may exclude v
+            ax.errorbar(x, v, yerr=yerr, fmt="none", ecolor="0.2", capsize=3, lw=1)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xticks(np.arange(len(attributes)), [labels[a] for a in attributes])
         ax.set_title(f"TPR difference with 95% CI, {SUBSET_NAMES[subset]}")
@@ -168,7 +169,7 @@ def auroc_forest(metrics, models) -> bytes:
         ax.errorbar(
             v,
             y,
-            xerr=np.nan_to_num(np.vstack([v - lo, hi - v])),
+            xerr=np.maximum(np.nan_to_num(np.vstack([v - lo, hi - v])), 0),
             fmt="o",
             ms=4,
             capsize=2,
@@ -217,6 +218,16 @@ def intersection_heatmap(cells, models) -> bytes:
     return _png(fig)
 
 
+def _bar(row) -> list[list[float]]:
+    """Error-bar lengths below and above a value from its CI. A percentile interval of a
+    small group may leave out the point estimate itself; the bar then stops at the value."""
+    low, high = row["value"] - row["ci_low"], row["ci_high"] - row["value"]
+    return [
+        [max(float(low), 0.0) if np.isfinite(low) else 0.0],
+        [max(float(high), 0.0) if np.isfinite(high) else 0.0],
+    ]
+
+
 def mitigation_tradeoff(mitigation, models) -> bytes:
     """Per attribute: each model's test TPR gap against its accuracy, with the single
     threshold (circle) and each kind of group thresholds (square, triangle), 95% CIs."""
@@ -237,8 +248,8 @@ def mitigation_tradeoff(mitigation, models) -> bytes:
                 ax.errorbar(
                     gap["value"],
                     acc["value"],
-                    xerr=[[gap["value"] - gap["ci_low"]], [gap["ci_high"] - gap["value"]]],
-                    yerr=[[acc["value"] - acc["ci_low"]], [acc["ci_high"] - acc["value"]]],
+                    xerr=_bar(gap),
+                    yerr=_bar(acc),
                     fmt=markers[method],
                     color=styles[model]["color"],
                     ecolor="0.75",

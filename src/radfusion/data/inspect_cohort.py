@@ -1,0 +1,143 @@
+"""An INSPECT folder validated and loaded as a :class:`~radfusion.data.cohort.Cohort`.
+
+The studies get the same columns as a RadFusion cohort's, so every stage past the reader runs
+one code path: ``label`` (the chosen task's), ``split``, ``patient_id``, ``pe_type`` (empty:
+INSPECT has no subtypes) and ``non_subsegmental`` (all True), the fairness groups ``gender``
+(Female/Male/Unknown), ``race`` (White/Others), ``ethnicity`` and ``age_group`` (``>80`` /
+``<=80``) from the MEDS demographics at the prediction time, and the volume index. Beyond them:
+``image_id``, ``subject_id``, ``study_time``, ``prediction_time`` and the slice spacings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radfusion.data.findings import Findings, preview
+from radfusion.data.inspect import inspect_paths, read_inspect
+from radfusion.errors import RadfusionError
+
+__all__ = ["ETHNICITY_GROUPS", "group_columns", "validate_inspect"]
+
+AGE_CUTOFF = 80
+# Spellings of the demographic values in MEDS exports of OMOP data: the concept's code or
+# name (OMOP's Gender vocabulary: F 8532, M 8507; Race: 5 / 8527 White; Ethnicity: Hispanic
+# 38003563, Not Hispanic 38003564).
+_FEMALE = {"f", "female", "8532"}
+_MALE = {"m", "male", "8507"}
+_WHITE = {"white", "5", "8527"}
+_HISPANIC = {"hispanic", "hispanic or latino", "38003563"}
+_NOT_HISPANIC = {"not hispanic", "not hispanic or latino", "38003564"}
+ETHNICITY_GROUPS = ("Hispanic", "Not Hispanic")
+
+
+def group_columns(groups: pd.DataFrame) -> pd.DataFrame:
+    """MEDS demographic values (:func:`radfusion.data.meds.study_groups`) -> the paper's
+    groups, plus ethnicity."""
+    gender = groups["gender"].astype(str).str.strip().str.lower()
+    race = groups["race"].astype(str).str.strip().str.lower()
+    ethnicity = groups["ethnicity"].astype(str).str.strip().str.lower()
+    age = groups["age"].astype(float)
+    return pd.DataFrame(
+        {
+            "age": age,
+            "gender": np.select(
+                [gender.isin(_FEMALE), gender.isin(_MALE)], ["Female", "Male"], "Unknown"
+            ),
+            "race": np.where(race.isin(_WHITE), "White", "Others"),
+            "ethnicity": np.select(
+                [ethnicity.isin(_HISPANIC), ethnicity.isin(_NOT_HISPANIC)],
+                list(ETHNICITY_GROUPS),
+                "Unknown",
+            ),
+            "age_group": np.where(age.isna(), "Unknown", np.where(age > AGE_CUTOFF, ">80", "<=80")),
+        },
+        index=groups.index,
+    )
+
+
+def _groups(studies: pd.DataFrame, meds: Path | None, findings: Findings, events_cache: dict):
+    empty = pd.DataFrame(
+        {"gender": "Unknown", "race": "Unknown", "ethnicity": "Unknown", "age": np.nan},
+        index=studies.index,
+    )
+    if meds is None:
+        findings.warn(
+            "no MEDS EHR found (a folder with data/*.parquet and metadata/); EHR models and the "
+            "gender, race and age groups are unavailable; name it with --set data.meds=FOLDER"
+        )
+        return group_columns(empty)
+    from radfusion.data.meds import read_event_arrays, study_groups
+
+    try:
+        events = read_event_arrays(meds)
+    except RadfusionError as exc:
+        findings.error(str(exc))
+        return group_columns(empty)
+    events_cache["events"] = events
+    linked = studies["subject_id"].isin(events.subjects)
+    if not linked.all():
+        findings.warn(
+            f"{meds}: {int((~linked).sum())} stud(ies) without a MEDS subject (image_id "
+            f"{preview(studies.loc[~linked, 'image_id'], 3)}); their EHR features are empty "
+            "and their groups Unknown"
+        )
+    groups = study_groups(events, studies)
+    out = group_columns(groups)
+    unknown = (out["gender"] == "Unknown") & linked
+    if unknown.any():
+        findings.warn(
+            f"{meds}: {int(unknown.sum())} linked stud(ies) without a gender code before their "
+            "prediction time; gender group 'Unknown'"
+        )
+    return out
+
+
+def validate_inspect(root: Path, findings: Findings, data=None, *, volumes: bool = True):
+    """:func:`radfusion.data.cohort.validate_cohort` for the INSPECT layout."""
+    from radfusion.data.cohort import Cohort, ValidationReport
+
+    read = read_inspect(root, findings, inspect_paths(data), volumes=volumes)
+    if read is None:
+        return ValidationReport(findings.errors, findings.warnings, None)
+    studies, tasks, meds = read
+    cache: dict = {}
+    studies = studies.join(_groups(studies, meds, findings, cache))
+    studies["pe_type"] = ""
+    studies["non_subsegmental"] = True
+    if "volume_path" not in studies.columns:
+        studies["volume_path"] = np.nan
+    task = getattr(data, "task", "PE") or "PE"
+    cohort = Cohort(
+        root=root,
+        studies=studies,
+        ehr={},
+        annotations=pd.DataFrame(
+            {"idx": pd.Series(dtype=np.int64), "slice": pd.Series(dtype=np.int64)}
+        ),
+        warnings=findings.warnings,
+        hu_intercept=0,
+        layout="inspect",
+        tasks=tasks,
+        task="",
+        meds_root=meds,
+        _events=cache,
+    )
+    chosen = cohort.task_names[0] if task == "all" else task
+    try:
+        cohort = cohort.for_task(chosen)
+    except RadfusionError as exc:
+        findings.error(str(exc))
+        return ValidationReport(findings.errors, findings.warnings, None)
+    for split in ("train", "val", "test"):
+        part = cohort.studies[cohort.studies["split"] == split]
+        if part["label"].nunique() < 2:
+            findings.error(
+                f"{root}: task {chosen}: the {split} split needs positive and negative studies "
+                f"(has {len(part)}: {int(part['label'].sum())} positive)"
+            )
+    if findings.errors:
+        return ValidationReport(findings.errors, findings.warnings, None)
+    return ValidationReport(findings.errors, cohort.warnings, cohort)
