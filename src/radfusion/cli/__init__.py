@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
-from radfusion.cli import cohorts, run, score  # noqa: F401  (each registers its commands)
+# Each module registers its commands, listed by --help in import order: the stages first.
+# isort: off
+from radfusion.cli import cohorts, run  # noqa: F401
+from radfusion.cli import evaluation, score  # noqa: F401
+
+# isort: on
 from radfusion.cli.app import app
 
 __all__ = ["app", "main"]

@@ -162,54 +162,6 @@ def fuse(
         console.print(f"wrote {path}")
 
 
-@command(rich_help_panel=PANEL)
-def evaluate(
-    data: Annotated[
-        Path, typer.Option(help="The cohort (only Labels.csv and Demographics.csv are read).")
-    ],
-    predictions: Annotated[
-        list[str],
-        typer.Option(
-            help="Prediction CSVs (idx,prob) or folders of them; repeat or comma-separate."
-        ),
-    ],
-    out: Annotated[Path, typer.Option(help="Folder for metrics.csv, thresholds.csv, ...")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    show: PrintOpt = False,
-) -> None:
-    """Evaluate every model as the paper does (section evaluation), with CIs and DeLong tests.
-
-    Youden threshold on val; six metrics on test and its non-subsegmental subset, per
-    subgroup; equal-opportunity differences."""
-    from radfusion.evaluation.evaluate import auroc_summary
-    from radfusion.pipeline.console import print_aurocs
-    from radfusion.pipeline.steps import evaluate_predictions
-
-    resolved = resolve(config, set_, show, ["evaluation"])
-    sources = split_list(predictions)
-    result = evaluate_predictions(data, sources, out, resolved.evaluation, resolved.seed)
-    for note in result.notes:
-        warn(note)
-    print_aurocs(auroc_summary(result.metrics))
-    console.print(f"wrote {out}/: metrics, thresholds, fairness, comparisons, subtypes")
-
-
-@command(rich_help_panel=PANEL)
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder with eval/ and predictions/.")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    show: PrintOpt = False,
-) -> None:
-    """Write RUN_DIR/report/ (section report): report.html, Tables 3-12, figures."""
-    from radfusion.pipeline.steps import write_run_report
-    from radfusion.rundir import RunDir
-
-    resolved = resolve(config, set_, show, ["report"])
-    console.print(f"wrote {write_run_report(RunDir(run_dir), resolved.report)}")
-
-
 @command(resumable=True, rich_help_panel=PANEL)
 def benchmark(
     data: Annotated[Path, typer.Option(help="The cohort folder (the release, or synth output).")],

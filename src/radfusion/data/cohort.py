@@ -139,7 +139,7 @@ class Cohort:
     def volume(self, idx: int) -> np.ndarray:
         """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``); a
         NIfTI volume is read whole, in HU and in the cohort's orientation."""
-        from radfusion.imaging.nifti import is_nifti, read_nifti
+        from radfusion.data.nifti import is_nifti, read_nifti
 
         path = self.studies.at[idx, "volume_path"]
         if not isinstance(path, str | Path) or not path:
@@ -210,9 +210,7 @@ def validate_cohort(
         findings.error(f"{root}: not a folder; point to the RadFusion or INSPECT release folder")
         return ValidationReport(findings.errors, findings.warnings, None)
     if detect_layout(root, data) == "inspect":
-        from radfusion.data.inspect_cohort import validate_inspect
-
-        return validate_inspect(root, findings, data)
+        return _validate_inspect(root, findings, data)
     if hu_intercept not in (None, 0, -1024):
         findings.error(f"hu_intercept must be 0 or -1024, got {hu_intercept}")
     labels = read_labels(root, findings)
@@ -246,6 +244,43 @@ def validate_cohort(
     return ValidationReport(
         findings.errors, findings.warnings, cohort if not findings.errors else None
     )
+
+
+def _validate_inspect(root: Path, findings: Findings, data, *, volumes: bool = True):
+    """:func:`validate_cohort` for the INSPECT layout (:mod:`radfusion.data.inspect`)."""
+    from radfusion.data.inspect_cohort import read_inspect_cohort
+
+    parts = read_inspect_cohort(root, findings, data, volumes=volumes)
+    if parts is None or findings.errors:
+        return ValidationReport(findings.errors, findings.warnings, None)
+    empty = {"idx": pd.Series(dtype=np.int64), "slice": pd.Series(dtype=np.int64)}
+    cohort = Cohort(
+        root=root,
+        ehr={},
+        annotations=pd.DataFrame(empty),
+        warnings=findings.warnings,
+        hu_intercept=0,
+        layout="inspect",
+        task="",
+        **parts,
+    )
+    task = getattr(data, "task", "PE") or "PE"
+    chosen = cohort.task_names[0] if task == "all" else task
+    try:
+        cohort = cohort.for_task(chosen)
+    except RadfusionError as exc:
+        findings.error(str(exc))
+        return ValidationReport(findings.errors, findings.warnings, None)
+    for split in SPLITS:
+        part = cohort.split(split)
+        if part["label"].nunique() < 2:
+            findings.error(
+                f"{root}: task {chosen}: the {split} split needs positive and negative studies "
+                f"(has {len(part)}: {int(part['label'].sum())} positive)"
+            )
+    if findings.errors:
+        return ValidationReport(findings.errors, findings.warnings, None)
+    return ValidationReport(findings.errors, cohort.warnings, cohort)
 
 
 def _volume_index(root: Path, labels: pd.DataFrame, findings: Findings) -> pd.DataFrame:
@@ -386,9 +421,7 @@ def load_outcomes(path: str | os.PathLike, data=None) -> pd.DataFrame:
     if not root.is_dir():
         raise CohortError([f"{root}: not a folder; point to the RadFusion release folder"])
     if detect_layout(root, data) == "inspect":
-        from radfusion.data.inspect_cohort import validate_inspect
-
-        report = validate_inspect(root, findings, data, volumes=False)
+        report = _validate_inspect(root, findings, data, volumes=False)
         if report.errors:
             raise CohortError(report.errors)
         return report.cohort.studies

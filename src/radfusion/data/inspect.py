@@ -352,7 +352,7 @@ def read_inspect(
 
 
 def _link_volumes(studies: pd.DataFrame, files: InspectFiles, findings: Findings):
-    from radfusion.imaging.nifti import nifti_header
+    from radfusion.data.nifti import nifti_header
 
     known = set(studies["image_id"])
     spare = sorted(set(files.ct) - known)

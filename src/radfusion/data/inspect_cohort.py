@@ -1,4 +1,4 @@
-"""An INSPECT folder validated and loaded as a :class:`~radfusion.data.cohort.Cohort`.
+"""An INSPECT folder read into what a :class:`~radfusion.data.cohort.Cohort` holds.
 
 The studies get the same columns as a RadFusion cohort's, so every stage past the reader runs
 one code path: ``label`` (the chosen task's), ``split``, ``patient_id``, ``pe_type`` (empty:
@@ -19,7 +19,7 @@ from radfusion.data.findings import Findings, preview
 from radfusion.data.inspect import inspect_paths, read_inspect
 from radfusion.errors import RadfusionError
 
-__all__ = ["ETHNICITY_GROUPS", "group_columns", "validate_inspect"]
+__all__ = ["ETHNICITY_GROUPS", "group_columns", "read_inspect_cohort"]
 
 AGE_CUTOFF = 80
 # Spellings of the demographic values in MEDS exports of OMOP data: the concept's code or
@@ -95,13 +95,13 @@ def _groups(studies: pd.DataFrame, meds: Path | None, findings: Findings, events
     return out
 
 
-def validate_inspect(root: Path, findings: Findings, data=None, *, volumes: bool = True):
-    """:func:`radfusion.data.cohort.validate_cohort` for the INSPECT layout."""
-    from radfusion.data.cohort import Cohort, ValidationReport
-
+def read_inspect_cohort(root: Path, findings: Findings, data=None, *, volumes: bool = True):
+    """What a :class:`~radfusion.data.cohort.Cohort` of an INSPECT folder is made of (its
+    ``studies`` with every study, ``tasks``, ``meds_root`` and the events read for the
+    groups), or None when an error stops the read; the problems go to ``findings``."""
     read = read_inspect(root, findings, inspect_paths(data), volumes=volumes)
     if read is None:
-        return ValidationReport(findings.errors, findings.warnings, None)
+        return None
     studies, tasks, meds = read
     cache: dict = {}
     studies = studies.join(_groups(studies, meds, findings, cache))
@@ -109,35 +109,4 @@ def validate_inspect(root: Path, findings: Findings, data=None, *, volumes: bool
     studies["non_subsegmental"] = True
     if "volume_path" not in studies.columns:
         studies["volume_path"] = np.nan
-    task = getattr(data, "task", "PE") or "PE"
-    cohort = Cohort(
-        root=root,
-        studies=studies,
-        ehr={},
-        annotations=pd.DataFrame(
-            {"idx": pd.Series(dtype=np.int64), "slice": pd.Series(dtype=np.int64)}
-        ),
-        warnings=findings.warnings,
-        hu_intercept=0,
-        layout="inspect",
-        tasks=tasks,
-        task="",
-        meds_root=meds,
-        _events=cache,
-    )
-    chosen = cohort.task_names[0] if task == "all" else task
-    try:
-        cohort = cohort.for_task(chosen)
-    except RadfusionError as exc:
-        findings.error(str(exc))
-        return ValidationReport(findings.errors, findings.warnings, None)
-    for split in ("train", "val", "test"):
-        part = cohort.studies[cohort.studies["split"] == split]
-        if part["label"].nunique() < 2:
-            findings.error(
-                f"{root}: task {chosen}: the {split} split needs positive and negative studies "
-                f"(has {len(part)}: {int(part['label'].sum())} positive)"
-            )
-    if findings.errors:
-        return ValidationReport(findings.errors, findings.warnings, None)
-    return ValidationReport(findings.errors, cohort.warnings, cohort)
+    return {"studies": studies, "tasks": tasks, "meds_root": meds, "_events": cache}

@@ -105,10 +105,15 @@ def evaluate(
     seed: int = 0,
     level: float = 0.95,
     min_cell_size: int = 10,
+    thresholds: dict[str, float] | None = None,
 ) -> Evaluation:
     """Evaluate ``predictions`` (model name -> probabilities indexed by idx) on ``studies``
     (indexed by idx: ``label``, ``split``, ``non_subsegmental``, ``gender``, ``race``,
-    ``age_group``)."""
+    ``age_group``).
+
+    ``thresholds`` fixes each named model's operating point instead of choosing it on the
+    validation split: an external validation applies the thresholds the models' own run
+    chose (the group-threshold mitigation, which learns on validation, is then left out)."""
     if not predictions:
         raise RadfusionError("nothing to evaluate: no models")
     rng = np.random.default_rng(seed)
@@ -124,17 +129,25 @@ def evaluate(
     cell_rows: list[tuple] = []
     mitigation_rows: list[tuple] = []
     for model, prob in predictions.items():
-        val = studies[studies["split"] == "val"].index.intersection(prob.index)
-        y_val = studies.loc[val, "label"].to_numpy()
-        if len(np.unique(y_val)) < 2:
-            raise RadfusionError(
-                f"{model}: the validation split needs positive and negative studies with "
-                "predictions to choose the operating point"
-            )
-        threshold, val_sens, val_spec = youden_threshold(y_val, prob.loc[val].to_numpy())
-        threshold_rows.append((model, threshold, val_sens, val_spec))
+        if thresholds is not None:
+            if model not in thresholds:
+                raise RadfusionError(f"{model}: no fixed operating point given for it")
+            threshold_rows.append((model, float(thresholds[model]), np.nan, np.nan))
+            threshold = float(thresholds[model])
+        else:
+            val = studies[studies["split"] == "val"].index.intersection(prob.index)
+            y_val = studies.loc[val, "label"].to_numpy()
+            if len(np.unique(y_val)) < 2:
+                raise RadfusionError(
+                    f"{model}: the validation split needs positive and negative studies with "
+                    "predictions to choose the operating point"
+                )
+            threshold, val_sens, val_spec = youden_threshold(y_val, prob.loc[val].to_numpy())
+            threshold_rows.append((model, threshold, val_sens, val_spec))
         mitigation_rows.extend(
-            mitigate(
+            []
+            if thresholds is not None
+            else mitigate(
                 model,
                 studies.loc[val],
                 test,

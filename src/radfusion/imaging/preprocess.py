@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from radfusion.data.nifti import is_nifti, read_nifti
 from radfusion.data.volumes import detect_intercept, open_volume, read_header
 from radfusion.errors import RadfusionError
-from radfusion.imaging.nifti import is_nifti, read_nifti, resample_slices
+from radfusion.imaging.resample import resample_slices
 from radfusion.io import atomic_path, write_json
 from radfusion.workers import die_with_parent
 

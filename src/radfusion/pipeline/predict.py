@@ -28,6 +28,7 @@ __all__ = [
     "image_models",
     "predict_study",
     "run_checkpoint",
+    "run_thresholds",
     "score_cohort",
     "score_volumes",
 ]
@@ -94,7 +95,8 @@ def image_models(run: Path) -> tuple[str, ...]:
     return ("image", "slicenet") if done else ("image",)
 
 
-def _thresholds(run: Path) -> dict[str, float]:
+def run_thresholds(run: Path) -> dict[str, float]:
+    """Each model's operating point, as the run's evaluation chose it on validation."""
     path = RunDir(run).eval.thresholds
     if not path.exists():
         raise RadfusionError(f"{path}: missing; the run's evaluation stage has not finished")
@@ -203,7 +205,7 @@ def predict_study(
     run = Path(run_dir)
     if (volume is None) == (dicom is None):
         raise RadfusionError("give one CT: --volume STUDY.npy or --dicom SERIES_DIR")
-    thresholds = _thresholds(run)
+    thresholds = run_thresholds(run)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="radfusion-dicom-") as tmp:
         if dicom is not None:

@@ -11,13 +11,15 @@ series displays in and :mod:`radfusion.imaging.dicom` writes:
 with values in Hounsfield units (the header's ``scl_slope`` and ``scl_inter`` applied) and the
 spacing of each output axis in millimetres. The reorientation is nibabel's own
 (``io_orientation`` to the closest axis-aligned frame), so an oblique acquisition is turned to
-the nearest axial frame, never resampled. :func:`resample_slices` then optionally brings the
-slice spacing to a target thickness.
+the nearest axial frame, never resampled (the preprocessing may then resample the slices to a
+target thickness: :func:`radfusion.imaging.resample.resample_slices`).
+
+It lives in ``data`` beside the ``.npy`` reader because a cohort reads every volume's header
+when it loads, and ``data`` imports no model package.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,6 @@ __all__ = [
     "is_nifti",
     "nifti_header",
     "read_nifti",
-    "resample_slices",
 ]
 
 #: Where each axis of a cohort volume points, in nibabel's axis codes (each code names the
@@ -145,27 +146,3 @@ def read_nifti(path: str | os.PathLike) -> NiftiVolume:
         spacing=(spacing[0], spacing[1], spacing[2]),
         source_axcodes=source,  # type: ignore[arg-type]
     )
-
-
-def resample_slices(volume: np.ndarray, spacing: float, thickness: float) -> np.ndarray:
-    """Linearly resample along axis 0 from ``spacing`` to ``thickness`` mm between slices.
-
-    The first slice stays where it is; the new slices sit every ``thickness`` mm up to the
-    last original one. Values stay int16 (rounded)."""
-    if spacing <= 0 or thickness <= 0 or not (math.isfinite(spacing) and math.isfinite(thickness)):
-        raise ValueError(f"slice spacing {spacing} and thickness {thickness} must be positive")
-    n = volume.shape[0]
-    if n == 1 or math.isclose(spacing, thickness, rel_tol=1e-6):
-        return np.ascontiguousarray(volume)
-    extent = (n - 1) * spacing
-    positions = np.arange(0.0, extent + 1e-6 * thickness, thickness) / spacing
-    below = np.minimum(np.floor(positions).astype(np.int64), n - 1)
-    above = np.minimum(below + 1, n - 1)
-    weight = (positions - below).astype(np.float32)[:, None, None]
-    out = np.empty((len(positions), *volume.shape[1:]), dtype=np.int16)
-    for start in range(0, len(positions), 32):  # a few slices at a time: no float32 volume
-        part = slice(start, start + 32)
-        low = volume[below[part]].astype(np.float32)
-        high = volume[above[part]].astype(np.float32)
-        out[part] = np.rint(low + (high - low) * weight[part])
-    return out

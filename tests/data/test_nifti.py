@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 
-from radfusion.imaging.nifti import nifti_header, read_nifti, resample_slices
+from radfusion.data.nifti import nifti_header, read_nifti
+from radfusion.imaging.resample import resample_slices
 
 SHIPPED_3D = ["anatomical.nii", "reoriented_anat_moved.nii", "standard.nii.gz"]
 SHIPPED_4D = ["example4d.nii.gz", "functional.nii"]
