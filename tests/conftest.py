@@ -30,6 +30,16 @@ def quirky_cohort(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def inspect_cohort(tmp_path_factory) -> Path:
+    """A 100-study synthetic cohort in the INSPECT layout (16x16 NIfTI); never modify it."""
+    from radfusion.synthetic.inspect_writer import write_inspect_cohort
+
+    root = tmp_path_factory.mktemp("inspect") / "cohort"
+    write_inspect_cohort(root, 100, seed=3, size=16, slice_range=(24, 32))
+    return root
+
+
 @pytest.fixture
 def cohort_copy(small_cohort, tmp_path) -> Path:
     """A private copy of the small cohort that a test may break."""

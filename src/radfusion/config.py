@@ -57,7 +57,8 @@ class DataSection(Section):
     INSPECT layout, where its files are when their names are not the release's."""
 
     layout: Literal["auto", "radfusion", "inspect"] = "auto"  # auto: detected by file names
-    # PE (the RadFusion release's only task), an INSPECT task column, or all (benchmark).
+    # PE (the RadFusion release's only task), an INSPECT task column, a comma-separated list
+    # of them, or all (a benchmark of several: one run folder per task under OUT/tasks/).
     task: str = "PE"
     metadata: str | None = None  # INSPECT files, relative to the data folder or absolute;
     labels: str | None = None  # None: found by the release's names (*metadata*.csv, ...)

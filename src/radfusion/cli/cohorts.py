@@ -33,8 +33,12 @@ def synth(
     keep: Annotated[
         int | None, typer.Option(help="Write only K of the studies (>= 6): a few at full size.")
     ] = None,
+    layout: Annotated[
+        str, typer.Option(help="radfusion (the release's) or inspect (NIfTI, CSVs, MEDS).")
+    ] = "radfusion",
 ) -> None:
-    """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR)."""
+    """Generate a synthetic cohort in the release's exact layout (CTPA phantoms + EHR), or
+    in INSPECT's (--layout inspect: NIfTI in varied orientations, eight tasks, MEDS)."""
     from radfusion.pipeline.console import progress
     from radfusion.synthetic.folder import synthesize
 
@@ -54,6 +58,7 @@ def synth(
             overwrite=overwrite,
             on_volume=lambda _: bars.advance(task),
             keep=keep,
+            layout=layout,
         )
     positives = int(cohort.studies["label"].sum())
     console.print(

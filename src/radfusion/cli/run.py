@@ -175,7 +175,7 @@ def benchmark(
     show: PrintOpt = False,
     task: Annotated[
         str | None,
-        typer.Option(help="The label to learn: PE, an INSPECT task, or all (data.task)."),
+        typer.Option(help="The label: PE, an INSPECT task, a comma list, or all (data.task)."),
     ] = None,
     layout: Annotated[
         str | None, typer.Option(help="radfusion or inspect; default: told by the files.")

@@ -31,7 +31,14 @@ from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, SPLITS, WINDOW_S
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
 from radfusion.errors import CohortError, RadfusionError
 
-__all__ = ["Cohort", "ValidationReport", "detect_layout", "load_outcomes", "validate_cohort"]
+__all__ = [
+    "Cohort",
+    "ValidationReport",
+    "detect_layout",
+    "load_outcomes",
+    "requested_tasks",
+    "validate_cohort",
+]
 
 AGE_CUTOFF = 80
 
@@ -177,6 +184,13 @@ class ValidationReport:
         return not self.errors
 
 
+def requested_tasks(task: str, names: list[str]) -> list[str]:
+    """The tasks ``data.task`` asks for: ``all`` of ``names``, a comma-separated list, or one."""
+    if task == "all":
+        return list(names)
+    return [part.strip() for part in str(task).split(",") if part.strip()]
+
+
 def detect_layout(root: Path, data=None) -> str:
     """``radfusion`` or ``inspect``: the config's ``data.layout``, or told by the files."""
     from radfusion.data.inspect import detect_inspect
@@ -236,7 +250,7 @@ def validate_cohort(
     if deep and hu_intercept is None:
         _check_intercepts(cohort, findings)
     task = getattr(data, "task", "PE")
-    if task not in ("PE", "all"):
+    if any(t != "PE" for t in requested_tasks(task, ["PE"])):
         findings.error(
             f"{root}: data.task {task!r}: the RadFusion layout has the one task PE; "
             "use --set data.task=PE"
@@ -264,8 +278,7 @@ def _validate_inspect(root: Path, findings: Findings, data, *, volumes: bool = T
         task="",
         **parts,
     )
-    task = getattr(data, "task", "PE") or "PE"
-    chosen = cohort.task_names[0] if task == "all" else task
+    chosen = requested_tasks(getattr(data, "task", "PE") or "PE", cohort.task_names)[0]
     try:
         cohort = cohort.for_task(chosen)
     except RadfusionError as exc:

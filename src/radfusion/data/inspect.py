@@ -319,10 +319,10 @@ def read_inspect(
     error stops the read. ``volumes`` also indexes and opens every NIfTI file's header."""
     files = find_inspect_files(root, paths, findings)
     table = _from_master(files.master, findings) if files.master and not files.labels else None
-    if table is None and not findings.errors:
+    if table is None and not (files.master and not files.labels):
         table = _from_files(files, findings)
-    if table is None or findings.errors:
-        return None
+    if table is None:
+        return None  # nothing to go on; a bad value in a read table does not stop the rest
     subject, time, bad = _image_parts(table["image_id"])
     if bad.any():
         findings.error(

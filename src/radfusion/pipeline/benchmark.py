@@ -283,12 +283,16 @@ def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResul
 
 def _task_runs(run: RunDir, config: Config, cohort: Cohort):
     """(task, its run folder, its config) for each task the benchmark runs: the config's one
-    task in ``run`` itself, or with ``data.task=all`` every task of the cohort, each in
-    ``run/tasks/<task>/`` (the CT cache shared)."""
-    if config.data.task != "all":
-        return [(config.data.task, run, config)]
+    task in ``run`` itself, or with ``data.task=all`` (or a comma-separated list) every task
+    asked for, each in ``run/tasks/<task>/`` (the CT cache shared). A task with a split
+    lacking positives or negatives is skipped, with a warning."""
+    from radfusion.data.cohort import requested_tasks
+
+    tasks = requested_tasks(config.data.task, cohort.task_names)
+    if len(tasks) == 1 and config.data.task != "all":
+        return [(tasks[0], run, config)]
     out = []
-    for task in cohort.task_names:
+    for task in tasks:
         why = _unlearnable(cohort.for_task(task))
         if why:
             log.warning("task %s: skipped, %s", task, why)

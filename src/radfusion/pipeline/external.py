@@ -256,7 +256,15 @@ def external_validation(
 
     run, target = RunDir(Path(models_from)), RunDir(Path(out))
     config = _run_config(run)
-    task = config.data.task if config.data.task != "all" else "PE"
+    from radfusion.data.cohort import requested_tasks
+
+    asked = requested_tasks(config.data.task, ["PE"])
+    if len(asked) != 1 or config.data.task == "all":
+        raise RadfusionError(
+            f"{run.root}: a benchmark of several tasks; give one task's run folder "
+            f"({run.tasks}/<task>) to --models-from"
+        )
+    task = asked[0]
     section = data_section or DataSection()
     section = section.model_copy(update={"task": task})
     cohort = Cohort.load(data, data=section).for_task(task)

@@ -80,8 +80,10 @@ def synthesize(
     overwrite: bool = False,
     on_volume: Callable[[int], None] | None = None,
     keep: int | None = None,
+    layout: str = "radfusion",
 ):
-    """Check the options, claim ``out_dir``, write the cohort and mark it complete; returns
+    """Check the options, claim ``out_dir``, write the cohort (``layout``: ``radfusion``, the
+    release's; ``inspect``, INSPECT's NIfTI, CSVs and MEDS) and mark it complete; returns
     the generated cohort (its studies table)."""
     from radfusion.synthetic.design import MIN_STUDIES, split_sizes
     from radfusion.synthetic.writer import write_synthetic_cohort
@@ -101,20 +103,41 @@ def synthesize(
         raise RadfusionError(f"--studies {studies} --test-studies {test_studies}: {err}") from None
     if keep is not None and not 6 <= keep <= studies:
         raise RadfusionError(f"--keep {keep}: keep between 6 and --studies ({studies}) studies")
+    if layout not in ("radfusion", "inspect"):
+        raise RadfusionError(f"--layout {layout!r}: use radfusion or inspect")
+    if layout == "inspect" and (quirks or keep is not None):
+        raise RadfusionError("--quirks and --keep are the RadFusion layout's; drop them")
     claim_synth_folder(out_dir, overwrite)
-    cohort = write_synthetic_cohort(
-        out_dir,
-        studies,
-        seed,
-        size=size,
-        slice_range=slice_range,
-        quirks=quirks,
-        calibre=calibre,
-        test_studies=test_studies,
-        workers=workers,
-        on_volume=on_volume,
-        keep=keep,
-    )
+    if layout == "inspect":
+        from radfusion.synthetic.inspect_writer import write_inspect_cohort
+        from radfusion.synthetic.writer import SyntheticCohort
+
+        design = write_inspect_cohort(
+            out_dir,
+            studies,
+            seed,
+            size=size,
+            slice_range=slice_range,
+            calibre=calibre,
+            test_studies=test_studies,
+            workers=workers,
+            on_volume=on_volume,
+        )
+        cohort = SyntheticCohort(root=out_dir, studies=design, annotations=design.iloc[:0])
+    else:
+        cohort = write_synthetic_cohort(
+            out_dir,
+            studies,
+            seed,
+            size=size,
+            slice_range=slice_range,
+            quirks=quirks,
+            calibre=calibre,
+            test_studies=test_studies,
+            workers=workers,
+            on_volume=on_volume,
+            keep=keep,
+        )
     finish_synth_folder(
         out_dir,
         {
@@ -126,6 +149,7 @@ def synthesize(
             "calibre": calibre,
             "test_studies": test_studies,
             "keep": keep,
+            "layout": layout,
         },
     )
     return cohort

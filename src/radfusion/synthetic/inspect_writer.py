@@ -105,8 +105,8 @@ def _write_volume(task) -> int:
 
 def _tasks(studies: pd.DataFrame, p_ehr: np.ndarray, rng) -> pd.DataFrame:
     logit = np.log(np.clip(p_ehr, 1e-6, 1 - 1e-6) / np.clip(1 - p_ehr, 1e-6, 1))
-    risk = 0.03 * (studies["age"].to_numpy() - 62) + 0.5 * studies["label"].to_numpy()
-    risk = risk + 0.4 * (logit - logit.mean()) / (logit.std() + 1e-9)
+    risk = 0.04 * (studies["age"].to_numpy() - 62) + 0.7 * studies["label"].to_numpy()
+    risk = risk + 0.7 * (logit - logit.mean()) / (logit.std() + 1e-9)
     follow_up = rng.uniform(0, 1500, len(studies))  # days of EHR after the study
     out = {"PE": np.where(studies["label"].to_numpy() == 1, "True", "False")}
     for outcome, base in _BASE_HAZARD.items():
