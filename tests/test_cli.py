@@ -100,3 +100,25 @@ def test_synth_refuses_a_test_split_that_starves_the_others(tmp_path):
     assert not out.exists()
     result = runner.invoke(app, ["synth", str(out), "--studies", "60", "--test-studies", "60"])
     assert result.exit_code == 2 and "use 1 to 59" in result.output
+
+
+def test_synth_an_inspect_cohort_then_validate_its_tasks(tmp_path):
+    out = tmp_path / "inspect"
+    args = ["synth", str(out), "--layout", "inspect", "--studies", "60", "--size", "16"]
+    result = runner.invoke(app, [*args, "--slices", "24:28", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "Final_labels.csv").exists() and (out / "meds" / "data" / "0.parquet").exists()
+    result = runner.invoke(app, ["validate", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "12_month_PH" in result.output and "Slice spacing" in result.output
+    payload = json.loads(runner.invoke(app, ["validate", str(out), "--json"]).stdout)
+    labels = pd.read_csv(out / "Final_labels.csv", dtype=str).set_index("impression_id")
+    splits = pd.read_csv(out / "Final_splits.csv", dtype=str).set_index("impression_id")
+    test = labels.loc[splits.index[splits["split"] == "test"], "6_month_mortality"]
+    counts = payload["splits"]["test"]["tasks"]["6_month_mortality"]
+    assert counts == {
+        "positives": int((test == "True").sum()),
+        "negatives": int((test == "False").sum()),
+        "censored": int((test == "Censored").sum()),
+    }
+    assert runner.invoke(app, ["validate", str(out), "--layout", "radfusion"]).exit_code == 2

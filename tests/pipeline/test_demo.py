@@ -96,3 +96,13 @@ def test_the_stage_seconds_are_kept_and_printed_at_the_end(capsys):
     assert reporter.seconds == {"synth": 33.4, "image": 142.6}  # a skipped stage took no time
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == "stage seconds: synth 33 · image 143 · total 180"
+
+
+def test_the_demo_cohort_in_the_inspect_layout(tmp_path):
+    folder = tmp_path / "data"
+    assert prepare_demo_data(folder, replace(SMALL, layout="inspect")) is True
+    cohort = Cohort.load(folder)
+    assert cohort.layout == "inspect" and len(cohort.studies) == 66
+    assert json.loads((folder / SYNTH_MARKER).read_text())["layout"] == "inspect"
+    with pytest.raises(RadfusionError, match="another synthetic cohort"):
+        prepare_demo_data(folder, SMALL)  # the RadFusion layout's demo is another cohort

@@ -63,6 +63,23 @@ def test_each_task_is_trained_and_scored_on_its_own_labels(task_run):
             expect = roc_auc_score(test["label"], prob.loc[test.index])
             assert float(row["value"].iloc[0]) == pytest.approx(expect, abs=1e-5)  # %.6g
         assert "auprc" in set(metrics["metric"])
+        # the cohort's own groups: ethnicity from the MEDS codes, its EOD by hand
+        fairness = pd.read_csv(folder.eval.fairness)
+        eod = fairness[
+            (fairness["model"] == "ehr")
+            & (fairness["subset"] == "all")
+            & (fairness["attribute"] == "ethnicity")
+            & (fairness["metric"] == "eod")
+        ]["value"].iloc[0]
+        threshold = pd.read_csv(folder.eval.thresholds).set_index("model").loc["ehr", "threshold"]
+        prob = pd.read_csv(folder.prediction("ehr")).set_index("idx")["prob"]
+        positive = test[test["label"] == 1]
+        tpr = {
+            g: (prob.loc[positive.index[positive["ethnicity"] == g]] >= threshold).mean()
+            for g in ("Hispanic", "Not Hispanic")
+        }
+        if all(np.isfinite(list(tpr.values()))):
+            assert eod == pytest.approx(abs(tpr["Hispanic"] - tpr["Not Hispanic"]), abs=1e-5)
         model = json.loads((folder.ehr_meta).read_text())
         assert model["features"]["source"] == "codes"  # auto for the INSPECT layout
     # one CT cache for both tasks

@@ -40,8 +40,9 @@ def preprocess(
     from radfusion.pipeline.console import progress
     from radfusion.pipeline.steps import preprocess_cohort
 
-    section = resolve(config, set_, show, ["preprocess"]).preprocess
-    cohort = Cohort.load(data_dir, hu_intercept=section.hu_intercept)
+    resolved = resolve(config, set_, show, ["data", "preprocess"])
+    section = resolved.preprocess
+    cohort = Cohort.load(data_dir, hu_intercept=section.hu_intercept, data=resolved.data)
     with progress() as bars:
         task = bars.add_task("studies", total=None)
         summary = preprocess_cohort(
@@ -77,9 +78,9 @@ def train_ehr_command(
     from radfusion.pipeline.steps import record_config, train_ehr_model
     from radfusion.rundir import RunDir
 
-    resolved = resolve(config, set_, show, ["ehr"])
+    resolved = resolve(config, set_, show, ["data", "ehr"])
     run, section = RunDir(out), resolved.ehr
-    cohort = Cohort.load(data_dir)
+    cohort = Cohort.load(data_dir, data=resolved.data)
     with console.status(f"tuning {section.model} on {section.features} features"):
         result = train_ehr_model(cohort, run, section, resolved.seed, meds_dir=meds)
     record_config(run, resolved, ["ehr"])
@@ -113,9 +114,9 @@ def train_image_command(
     from radfusion.pipeline.steps import image_section, record_config, train_image_model
     from radfusion.rundir import RunDir
 
-    resolved = resolve(config, set_, show, ["preprocess", image_section(section)])
+    resolved = resolve(config, set_, show, ["data", "preprocess", image_section(section)])
     run = RunDir(out)
-    cohort = Cohort.load(data_dir)
+    cohort = Cohort.load(data_dir, data=resolved.data)
     run.root.mkdir(parents=True, exist_ok=True)
     with run_log(run.log):
         chosen, predictions = train_image_model(
@@ -215,6 +216,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the demo cohort and run go.")] = Path(
         "radfusion-demo"
     ),
+    layout: Annotated[
+        str, typer.Option(help="radfusion, or inspect: the cohort in INSPECT's layout, task PE.")
+    ] = "radfusion",
 ) -> None:
     """A small synthetic cohort, then the whole benchmark on it (config cpu-demo)."""
     from radfusion.pipeline.console import (
@@ -232,7 +236,7 @@ def demo(
     )
     with stage_progress() as bars:
         reporter = RichReporter(bars)
-        result, seconds = run_demo(out, reporter)
+        result, seconds = run_demo(out, reporter, layout=layout)
     print_aurocs(result.summary)
     console.print(f"report: {result.report}")
     print_stage_times(reporter.seconds, seconds)

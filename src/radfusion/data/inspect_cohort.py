@@ -17,6 +17,7 @@ import pandas as pd
 
 from radfusion.data.findings import Findings, preview
 from radfusion.data.inspect import inspect_paths, read_inspect
+from radfusion.data.layout import EXTRA_GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
 
 __all__ = ["ETHNICITY_GROUPS", "group_columns", "read_inspect_cohort"]
@@ -30,7 +31,7 @@ _MALE = {"m", "male", "8507"}
 _WHITE = {"white", "5", "8527"}
 _HISPANIC = {"hispanic", "hispanic or latino", "38003563"}
 _NOT_HISPANIC = {"not hispanic", "not hispanic or latino", "38003564"}
-ETHNICITY_GROUPS = ("Hispanic", "Not Hispanic")
+ETHNICITY_GROUPS = EXTRA_GROUP_ATTRIBUTES["ethnicity"][1]
 
 
 def group_columns(groups: pd.DataFrame) -> pd.DataFrame:

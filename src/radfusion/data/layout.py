@@ -10,6 +10,7 @@ __all__ = [
     "ANNOTATIONS_FILE",
     "DEMOGRAPHIC_COLUMNS",
     "EHR_TABLES",
+    "EXTRA_GROUP_ATTRIBUTES",
     "GENDER_COLUMNS",
     "LABELS_FILE",
     "LABEL_COLUMNS",
@@ -98,3 +99,6 @@ GROUP_ATTRIBUTES = {
     "race": ("race", ("White", "Others")),
     "age": ("age_group", (">80", "<=80")),
 }
+#: Attributes a cohort may add to the paper's, evaluated where its studies carry them (an
+#: INSPECT cohort's MEDS demographics have ethnicity).
+EXTRA_GROUP_ATTRIBUTES = {"ethnicity": ("ethnicity", ("Hispanic", "Not Hispanic"))}

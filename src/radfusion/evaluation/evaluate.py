@@ -27,7 +27,7 @@ from fairlearn.metrics import (
     equalized_odds_difference,
 )
 
-from radfusion.data.layout import GROUP_ATTRIBUTES
+from radfusion.data.layout import EXTRA_GROUP_ATTRIBUTES, GROUP_ATTRIBUTES
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.bootstrap import Resamples, interval, stratified_counts
 from radfusion.evaluation.delong import delong_test
@@ -46,11 +46,39 @@ from radfusion.evaluation.metrics import (
 from radfusion.evaluation.mitigation import COLUMNS as MITIGATION_COLUMNS
 from radfusion.evaluation.mitigation import mitigate
 
-__all__ = ["ATTRIBUTES", "PE_SUBTYPES", "SUBSETS", "Evaluation", "evaluate"]
+__all__ = [
+    "ATTRIBUTES",
+    "PE_SUBTYPES",
+    "SUBSETS",
+    "Evaluation",
+    "cohort_attributes",
+    "evaluate",
+    "outcome_columns",
+]
 
 SUBSETS = ("all", "non_subsegmental")
 #: attribute -> (studies column, groups in the paper's order)
 ATTRIBUTES = {"overall": (None, ("all",)), **GROUP_ATTRIBUTES}
+#: The columns of ``outcomes.csv``: what the report needs, without the data folder.
+OUTCOME_COLUMNS = ["label", "pe_type", "split", "non_subsegmental", "gender", "race", "age_group"]
+
+
+def cohort_attributes(studies: pd.DataFrame) -> dict:
+    """The paper's attributes, and each extra one whose column the studies carry with some
+    study in one of its groups (ethnicity, on an INSPECT cohort)."""
+    extra = {
+        name: spec
+        for name, spec in EXTRA_GROUP_ATTRIBUTES.items()
+        if spec[0] in studies.columns and studies[spec[0]].isin(spec[1]).any()
+    }
+    return {**ATTRIBUTES, **extra}
+
+
+def outcome_columns(studies: pd.DataFrame) -> list[str]:
+    extra = [spec[0] for spec in EXTRA_GROUP_ATTRIBUTES.values() if spec[0] in studies.columns]
+    return OUTCOME_COLUMNS + extra
+
+
 SCORE_METRICS = {"auroc": auroc, "auprc": auprc, "brier": brier, "ece": ece}
 REPORTED = (*METRICS, "auprc", "brier", "ece")
 FAIRNESS = ("eod", "tpr_diff_signed", "equalized_odds_diff", "auroc_gap")
@@ -116,6 +144,7 @@ def evaluate(
     chose (the group-threshold mitigation, which learns on validation, is then left out)."""
     if not predictions:
         raise RadfusionError("nothing to evaluate: no models")
+    attributes = cohort_attributes(studies)
     rng = np.random.default_rng(seed)
     test = studies[studies["split"] == "test"]
     subsets = {"all": test, "non_subsegmental": test[test["non_subsegmental"]]}
@@ -154,7 +183,7 @@ def evaluate(
                 prob,
                 threshold,
                 counts["all"],
-                GROUP_ATTRIBUTES,
+                {k: v for k, v in attributes.items() if k != "overall"},
                 seed=seed,
                 level=level,
             )
@@ -172,7 +201,7 @@ def evaluate(
                         model, part, res, covered, min_cell_size=min_cell_size, level=level
                     )
                 )
-            for attribute, (column, groups) in ATTRIBUTES.items():
+            for attribute, (column, groups) in attributes.items():
                 labels = (pd.Series("all", index=part.index) if column is None else part[column])[
                     covered
                 ]
@@ -228,7 +257,7 @@ def evaluate(
                         )
                     )
     comparisons = _comparisons(subsets, predictions)
-    for attribute, (column, groups) in ATTRIBUTES.items():
+    for attribute, (column, groups) in attributes.items():
         unknown = ~test[column].isin(groups) if column is not None else None
         if unknown is not None and unknown.any():
             positives = int(test.loc[unknown, "label"].sum())
@@ -422,9 +451,7 @@ def evaluate_files(
     result.notes = notes + result.notes
     out = EvalDir(Path(out_dir))
     # What the report needs to draw curves and the cohort summary, without the data folder.
-    outcomes = studies.loc[
-        :, ["label", "pe_type", "split", "non_subsegmental", "gender", "race", "age_group"]
-    ]
+    outcomes = studies.loc[:, outcome_columns(studies)]
     write_csv(outcomes.reset_index(), out.outcomes)
     write_json(
         {

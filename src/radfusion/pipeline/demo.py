@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from radfusion.errors import RadfusionError
@@ -34,6 +34,7 @@ class DemoCohort:
     test_studies: int | None = None  # None: Table 1's share
     seed: int = 0
     workers: int = 2
+    layout: str = "radfusion"  # or "inspect": the same studies in INSPECT's layout
 
 
 DEMO_COHORT = DemoCohort()
@@ -59,13 +60,18 @@ def prepare_demo_data(
 
 
 def _prepare(folder, cohort, on_total, on_volume) -> bool:
+    from radfusion.synthetic.inspect_writer import write_inspect_cohort
     from radfusion.synthetic.writer import write_synthetic_cohort
 
     marker = folder / SYNTH_MARKER
     wanted = {**asdict(cohort), "slices": list(cohort.slices), "quirks": False}
     wanted.pop("workers")
+    if cohort.layout == "radfusion":
+        wanted.pop("layout")  # as the markers of demos before the INSPECT layout
     if marker.exists():
-        if {k: v for k, v in json.loads(marker.read_text()).items() if k in wanted} == wanted:
+        theirs = json.loads(marker.read_text())
+        same = {k: v for k, v in theirs.items() if k in wanted} == wanted
+        if same and theirs.get("layout", "radfusion") == cohort.layout:
             return False
         raise RadfusionError(
             f"{folder}: holds another synthetic cohort; use a new --out folder for the demo"
@@ -77,7 +83,8 @@ def _prepare(folder, cohort, on_total, on_volume) -> bool:
         shutil.rmtree(partial)
     if on_total:
         on_total(cohort.studies)
-    write_synthetic_cohort(
+    writer = write_inspect_cohort if cohort.layout == "inspect" else write_synthetic_cohort
+    writer(
         partial,
         cohort.studies,
         cohort.seed,
@@ -93,10 +100,11 @@ def _prepare(folder, cohort, on_total, on_volume) -> bool:
     return True
 
 
-def run_demo(out: Path, reporter=None):
+def run_demo(out: Path, reporter=None, *, layout: str = "radfusion"):
     """``radfusion demo``: the demo cohort into ``out/data`` (unless it is there), then the
     benchmark with the ``cpu-demo`` config into ``out/run``. Returns the benchmark's result
-    and the seconds it all took."""
+    and the seconds it all took. ``layout="inspect"`` writes the cohort in INSPECT's layout
+    and runs its PE task (SliceNet off: INSPECT has no annotated slices)."""
     import time
 
     from radfusion.config import load_config
@@ -106,11 +114,17 @@ def run_demo(out: Path, reporter=None):
     reporter = reporter or StageReporter()
     t0 = time.perf_counter()
     reporter.stage("synth", "running")
+    if layout not in ("radfusion", "inspect"):
+        raise RadfusionError(f"--layout {layout!r}: use radfusion or inspect")
     made = prepare_demo_data(
-        Path(out) / "data", on_total=reporter.total, on_volume=lambda _: reporter.advance()
+        Path(out) / "data",
+        replace(DEMO_COHORT, layout=layout),
+        on_total=reporter.total,
+        on_volume=lambda _: reporter.advance(),
     )
     reporter.stage("synth", "done" if made else "skipped", time.perf_counter() - t0)
+    sets = ["slicenet.enabled=false", "data.layout=inspect"] if layout == "inspect" else []
     result = run_benchmark(
-        Path(out) / "data", Path(out) / "run", load_config("cpu-demo"), reporter=reporter
+        Path(out) / "data", Path(out) / "run", load_config("cpu-demo", sets), reporter=reporter
     )
     return result, time.perf_counter() - t0

@@ -249,7 +249,7 @@ def external_validation(
     """Score and evaluate cohort ``data`` with run ``models_from``'s models into ``out``."""
     from radfusion.config import DataSection
     from radfusion.data.cohort import Cohort
-    from radfusion.evaluation.evaluate import evaluate
+    from radfusion.evaluation.evaluate import evaluate, outcome_columns
     from radfusion.pipeline.predict import run_thresholds
     from radfusion.predictions import read_predictions
     from radfusion.rundir import EvalDir
@@ -290,9 +290,7 @@ def external_validation(
     folder = EvalDir(target.eval.root)
     for table in EvalDir.TABLES:
         write_csv(getattr(result, table), getattr(folder, table), float_format="%.6g")
-    outcomes = cohort.studies.loc[
-        :, ["label", "pe_type", "split", "non_subsegmental", "gender", "race", "age_group"]
-    ]
+    outcomes = cohort.studies.loc[:, outcome_columns(cohort.studies)]
     write_csv(outcomes.reset_index(), folder.outcomes)
     notes = [f"{m}: not transferred: {w}" for m, w in skipped.items()] + result.notes
     write_json(
