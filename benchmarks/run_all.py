@@ -34,6 +34,7 @@ SCRIPTS = {
     "evaluation": ([], ["--bootstrap", "500"]),
     "ct_pipeline": ([], ["--slices", "96", "--dicom-slices", "40", "--pairs", "1"]),
     "ehr_grid": ([], ["--studies", "300", "--pairs", "1"]),
+    "meds_codes": ([], ["--events", "1000000", "--subjects", "4000"]),
     "full_size": ([], ["--studies", "1", "--model", "penet_small", "--ehr-studies", "300"]),
     "penet_speed": (["--model", "penet_50"], ["--model", "penet_small", "--pairs", "2"]),
     "small_findings": ([], ["--seeds", "0"]),

@@ -35,6 +35,7 @@ MEASURING = {
     "evaluation": ["--bootstrap", "20"],
     "ct_pipeline": ["--slices", "30", "--dicom-slices", "4", "--pairs", "1"],
     "ehr_grid": ["--studies", "60", "--pairs", "1", "--jobs", "1"],
+    "meds_codes": ["--events", "20000", "--subjects", "200", "--codes", "100"],
     "full_size": [
         *("--studies", "1", "--size", "64", "--model", "penet_tiny"),
         *("--steps", "1", "--ehr-studies", "60"),
