@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 
 from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
-from radfusion.errors import RadfusionError
 
 __all__ = [
     "INSPECT_TASKS",
@@ -46,6 +45,7 @@ __all__ = [
     "InspectFiles",
     "detect_inspect",
     "find_inspect_files",
+    "inspect_paths",
     "read_inspect",
 ]
 
@@ -388,8 +388,3 @@ def inspect_paths(section) -> dict:
         return {}
     keys = ("metadata", "labels", "splits", "master", "meds", "ct_dir")
     return {k: getattr(section, k) for k in keys if getattr(section, k, None)}
-
-
-def ensure_inspect(root: Path) -> None:
-    if not root.is_dir():
-        raise RadfusionError(f"{root}: not a folder; point to the INSPECT release folder")
