@@ -142,3 +142,16 @@ def test_an_inspect_run_transfers_its_ehr_model_to_another_inspect_cohort(task_r
     assert ehr["mean_probability"] == pytest.approx(prob.clip(1e-6, 1 - 1e-6).mean(), abs=1e-5)
     with pytest.raises(Exception, match="several tasks"):
         external_validation(run.root, other, tmp_path / "ext2", n_boot=200)
+
+
+def test_task_all_on_a_radfusion_cohort_is_its_one_task(small_cohort, tmp_path):
+    config = load_config(None, [*QUICK, "data.task=all", "fusion.strategies=[mean]"])
+    result = run_benchmark(small_cohort, tmp_path / "run", config)
+    run = RunDir(tmp_path / "run")
+    assert set(result.summary["task"]) == {"PE"}
+    outcomes = pd.read_csv(RunDir(run.tasks / "PE").eval.outcomes)
+    labels = pd.read_csv(small_cohort / "Labels.csv")
+    assert sorted(outcomes["idx"]) == sorted(labels["idx"])
+    assert run.report_page.exists() and (run.root / "tasks.csv").exists()
+    with pytest.raises(Exception, match="the one task PE"):
+        run_benchmark(small_cohort, tmp_path / "run2", load_config(None, ["data.task=12_month_PH"]))

@@ -336,8 +336,9 @@ def run_benchmark(
                 raise CohortError(report.errors)
             statuses: dict[str, str] = {}
             runs = _task_runs(run, config, report.cohort)
+            per_task = any(task_run.root != run.root for _, task_run, _ in runs)
             for task, task_run, task_config in runs:
-                if len(runs) > 1:
+                if per_task:
                     log.info("task %s into %s", task, task_run.root)
                     task_run.root.mkdir(parents=True, exist_ok=True)
                     steps.record_config(task_run, task_config)
@@ -354,16 +355,14 @@ def run_benchmark(
                     cache=run.cache,
                 )
                 done = run_stages(STAGES, ctx, task_run, ctx.reporter)
-                statuses.update(
-                    done if len(runs) == 1 else {f"{task}/{k}": v for k, v in done.items()}
-                )
-            if len(runs) > 1:
+                statuses.update({f"{task}/{k}": v for k, v in done.items()} if per_task else done)
+            if per_task:
                 from radfusion.report.tasks import write_task_summary
 
                 write_task_summary(run, [(task, r) for task, r, _ in runs], config.report)
     from radfusion.evaluation.evaluate import auroc_summary
 
-    if len(runs) > 1:
+    if per_task:
         return BenchmarkResult(run.root, statuses, _task_summary(runs), run.report_page)
     summary = auroc_summary(pd.read_csv(run.eval.metrics))
     return BenchmarkResult(run.root, statuses, summary, run.report_page)

@@ -170,12 +170,18 @@ def _ehr(run: Path, row_csv: Path) -> float:
     if not meta_path.exists():
         raise RadfusionError(f"{run}: no EHR model (ehr/model.json); run radfusion benchmark first")
     try:
-        names = json.loads(read_text(meta_path, "EHR model description"))["features"]["names"]
-        names = [str(n) for n in names]
+        features = json.loads(read_text(meta_path, "EHR model description"))["features"]
+        names = [str(n) for n in features["names"]]
     except (ValueError, KeyError, TypeError):
         raise RadfusionError(
             f"{meta_path}: not the EHR model's description; train it again"
         ) from None
+    if features.get("source") == "codes":
+        raise RadfusionError(
+            f"{run}: its EHR model reads MEDS code features, not a row of the release tables; "
+            "score studies with their MEDS events: radfusion evaluate --models-from RUN --data "
+            "COHORT"
+        )
     row = read_user_csv(row_csv, "EHR row", "row")
     if len(row) != 1:
         raise RadfusionError(f"{row_csv}: expected one study's row, found {len(row)}")
