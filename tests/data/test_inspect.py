@@ -170,3 +170,32 @@ def test_the_older_master_file_reads_the_same_studies(inspect_cohort, tmp_path):
     assert by_image.equals(expect)
     counts = report.cohort.tasks.notna().sum()
     assert counts.equals(original.tasks.notna().sum())  # "Censor" reads as censored
+
+
+def test_the_2025_release_tsv_files_read_the_same_studies(inspect_cohort, tmp_path):
+    """INSPECT's later release ships TSVs: a study mapping (impression_id -> image_id) beside
+    a metadata table of DICOM columns without image_id, labels and splits."""
+    root = tmp_path / "v2"
+    shutil.copytree(inspect_cohort, root)
+    meta = pd.read_csv(root / "Final_metadata.csv")
+    labels = pd.read_csv(root / "Final_labels.csv", dtype=str)
+    meta[["impression_id", "image_id"]].to_csv(
+        root / "study_mapping_20250611.tsv", sep="\t", index=False
+    )
+    dicom = meta.drop(columns="image_id").assign(StudyDescription="CTA CHEST, PE PROTOCOL")
+    dicom.to_csv(root / "study_metadata_20250611.tsv", sep="\t", index=False)
+    labels.replace({"True": "1", "False": "0"}).to_csv(
+        root / "labels_20250611.tsv", sep="\t", index=False
+    )
+    pd.read_csv(root / "Final_splits.csv").to_csv(
+        root / "splits_20250611.tsv", sep="\t", index=False
+    )
+    for name in ("Final_metadata.csv", "Final_labels.csv", "Final_splits.csv"):
+        (root / name).unlink()
+    report = validate_cohort(root)
+    assert report.ok, report.errors
+    original = Cohort.load(inspect_cohort)
+    assert (
+        report.cohort.studies["label"].sort_index().equals(original.studies["label"].sort_index())
+    )
+    assert report.cohort.tasks.sort_index().equals(original.tasks.sort_index())

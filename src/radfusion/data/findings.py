@@ -74,14 +74,16 @@ def suggest(value: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def read_csv_checked(path: Path, findings: Findings, what: str, fix: str) -> pd.DataFrame | None:
-    """Read a CSV, recording a clear error for a missing, empty, special, mis-encoded or
-    unparsable file (:func:`radfusion.io.read_user_csv`)."""
+def read_csv_checked(
+    path: Path, findings: Findings, what: str, fix: str, *, sep: str = ","
+) -> pd.DataFrame | None:
+    """Read a CSV (or, with ``sep="\t"``, a TSV), recording a clear error for a missing,
+    empty, special, mis-encoded or unparsable file (:func:`radfusion.io.read_user_csv`)."""
     if not path.exists():
         findings.error(f"{path}: {what} not found; {fix}")
         return None
     try:
-        frame = read_user_csv(path, what, "table", low_memory=False)
+        frame = read_user_csv(path, what, "table", low_memory=False, sep=sep)
     except RadfusionError as exc:
         findings.error(f"{exc}; {fix}")
         return None

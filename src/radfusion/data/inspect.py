@@ -6,12 +6,17 @@ or named in the config's ``data`` section:
 
 * CT: ``<image_id>.nii.gz`` (or ``.nii``) anywhere below the folder, outside the MEDS tree;
 * metadata: ``*metadata*.csv``, one row per study with ``image_id`` and ``impression_id``;
+  where the release has a mapping file (``study_mapping_*.tsv`` in the 2025 release, beside a
+  ``study_metadata_*.tsv`` of DICOM columns), the mapping is the one read;
 * labels: ``*labels*.csv`` keyed by ``impression_id``, one column per task, values ``True``,
-  ``False`` and ``Censored`` (``Censor`` in older files); or the older cohort master file
+  ``False`` and ``Censored`` (``Censor`` in older files, ``1``/``0`` accepted); or the older
+  cohort master file
   (``cohort*master*file*.csv``: ``patient_id``, ``procedure_time``, ``split``,
   ``pe_positive_nlp`` and the task columns) in place of labels, splits and metadata;
 * splits: ``*splits*.csv`` or ``*split*.tsv`` with ``impression_id`` and ``split`` (``train``,
   ``valid``, ``test``);
+
+every CSV may also be a ``.tsv``;
 * EHR: a MEDS root (``data/*.parquet`` and ``metadata/``), found as the folder below holding
   both.
 
@@ -60,7 +65,16 @@ INSPECT_TASKS = (
     "12_month_readmission",
     "12_month_PH",
 )
-LABEL_VALUES = {"true": 1.0, "false": 0.0, "censored": np.nan, "censor": np.nan}
+LABEL_VALUES = {
+    "true": 1.0,
+    "false": 0.0,
+    "1": 1.0,
+    "0": 0.0,
+    "1.0": 1.0,
+    "0.0": 0.0,
+    "censored": np.nan,
+    "censor": np.nan,
+}
 SPLIT_VALUES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 #: INSPECT's labellers predict one day before the study.
 PREDICTION_OFFSET = pd.Timedelta(days=1)
@@ -143,8 +157,10 @@ def find_inspect_files(root: Path, paths: dict | None, findings: Findings) -> In
     return InspectFiles(
         ct=ct,
         metadata=given("metadata")
-        or _glob_one(root, ("*metadata*.csv",), "metadata", "metadata", findings),
-        labels=given("labels") or _glob_one(root, ("*labels*.csv",), "labels", "labels", findings),
+        or _glob_one(root, ("*mapping*.csv", "*mapping*.tsv"), "mapping", "metadata", findings)
+        or _glob_one(root, ("*metadata*.csv", "*metadata*.tsv"), "metadata", "metadata", findings),
+        labels=given("labels")
+        or _glob_one(root, ("*labels*.csv", "*labels*.tsv"), "labels", "labels", findings),
         splits=given("splits")
         or _glob_one(root, ("*splits*.csv", "*split*.tsv"), "splits", "splits", findings),
         master=given("master")
@@ -155,16 +171,17 @@ def find_inspect_files(root: Path, paths: dict | None, findings: Findings) -> In
 
 def detect_inspect(root: Path) -> bool:
     """Whether ``root`` looks like an INSPECT release (its CSVs by name), not a RadFusion one."""
-    patterns = ("*metadata*.csv", "*labels*.csv", "cohort*master*file*.csv")
+    patterns = ("*metadata*.csv", "*metadata*.tsv", "*labels*.csv", "*labels*.tsv")
+    patterns += ("cohort*master*file*.csv",)
     return any(next(root.glob(p), None) is not None for p in patterns)
 
 
 def _read(path: Path, findings: Findings, what: str, needs: tuple[str, ...]):
-    frame = read_csv_checked(path, findings, what, f"expected columns {', '.join(needs)}")
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    fix = f"expected columns {', '.join(needs)}"
+    frame = read_csv_checked(path, findings, what, fix, sep=sep)
     if frame is None:
         return None
-    if path.suffix.lower() == ".tsv" and len(frame.columns) == 1:
-        frame = pd.read_csv(path, sep="\t", low_memory=False)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in needs if c not in frame.columns]
     if missing:
