@@ -177,3 +177,26 @@ def test_every_column_matches_a_plain_pandas_computation(tmp_path):
     np.testing.assert_array_equal(
         groups["age"].to_numpy(), x["age_years"].where(x["age_years:missing"] == 0).to_numpy()
     )
+
+
+def test_a_radfusion_cohorts_raw_events_predict_a_day_before_the_ct(small_cohort):
+    """ehr.features=codes on a RadFusion cohort: the events of the 24 hours before the CT
+    (where the paper's leakage rule drops diagnosis codes) never count, for any code."""
+    from radfusion.data.cohort import Cohort
+    from radfusion.ehr.train import code_features
+
+    cohort = Cohort.load(small_cohort)
+    features, featuriser = code_features(cohort, min_frequency=0.05)
+    x = features.matrix.tocsr()
+    events = pd.read_parquet(small_cohort / "raw" / "data" / "0.parquet")
+    studies = pd.read_parquet(small_cohort / "raw" / "studies.parquet").set_index("idx")
+    icd = [c for c in featuriser.codes_ if c.startswith("ICD//")]
+    columns = [features.names.index(f"{c}:count_365d") for c in icd]
+    events = events[events["code"].isin(icd)]
+    for row, idx in enumerate(features.index[:20]):
+        cut = (studies.loc[idx, "ct_time"] - pd.Timedelta(days=1)).floor("s")
+        mine = events[events["subject_id"] == studies.loc[idx, "subject_id"]]
+        when = mine["time"].dt.floor("s")
+        window = mine[(when < cut) & (when >= cut - pd.Timedelta(days=365))]
+        expect = window["code"].value_counts().reindex(icd, fill_value=0).to_numpy()
+        np.testing.assert_array_equal(x[row, columns].toarray().ravel(), expect)

@@ -50,7 +50,9 @@ def resolve_source(cohort: Cohort, source: str) -> str:
 
 def code_studies(cohort: Cohort, meds_dir=None) -> tuple[pd.DataFrame, Path]:
     """Each study's MEDS subject and prediction time, and the MEDS root: the cohort's own
-    (INSPECT), or a RadFusion cohort's ``raw/`` events, predicting at the CT time."""
+    (INSPECT), or a RadFusion cohort's ``raw/`` events, predicting a day before the CT: the
+    paper's rule dropping diagnosis codes of the 24 hours before the CT, applied to every
+    code (the generic features know no encounter)."""
     if cohort.layout == "inspect" and meds_dir is None:
         if cohort.meds_root is None:
             raise RadfusionError(f"{cohort.root}: no MEDS EHR; name it with --set data.meds=DIR")
@@ -65,8 +67,11 @@ def code_studies(cohort: Cohort, meds_dir=None) -> tuple[pd.DataFrame, Path]:
             f"{raw}: the study table has no row for {len(missing)} labelled stud(ies) "
             f"(idx {list(missing[:5])}); each needs its subject and CT time"
         )
+    from radfusion.data.inspect import PREDICTION_OFFSET
+
     table = table.loc[cohort.studies.index]
-    return table[["subject_id"]].assign(prediction_time=table["ct_time"]), raw
+    when = table["ct_time"] - PREDICTION_OFFSET
+    return table[["subject_id"]].assign(prediction_time=when), raw
 
 
 def code_features(cohort: Cohort, meds_dir=None, *, windows_days=(365,), min_frequency=0.01):

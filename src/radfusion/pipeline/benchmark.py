@@ -64,10 +64,13 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     cohort: Cohort | None = None
     cache: Path | None = None  # the CT cache's root: the run's, or shared between tasks
+    top: Path | None = None  # the benchmark's own folder (``run``'s parent for a task)
 
     def __post_init__(self):
         if self.cache is None:
             self.cache = self.run.cache
+        if self.top is None:
+            self.top = self.run.root
 
 
 def _validate(ctx: Context) -> dict:
@@ -170,7 +173,7 @@ STAGES: tuple[Stage, ...] = (
         _validate,
         sections=(),
         signature=lambda ctx: (
-            tree_signature(ctx.data, exclude=ctx.run.root),
+            tree_signature(ctx.data, exclude=ctx.top),
             ctx.config.preprocess.hu_intercept,
             ctx.config.data.model_dump(),
         ),
@@ -276,6 +279,7 @@ def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResul
             [],
             report.cohort.for_task(task),
             cache=run.cache,
+            top=run.root,
         )
         statuses.update(run_stages(STAGES, ctx, task_run, ctx.reporter))
     return BenchmarkResult(run.root, statuses, pd.DataFrame(), run.report_page)
@@ -353,6 +357,7 @@ def run_benchmark(
                     cohort.warnings,
                     cohort,
                     cache=run.cache,
+                    top=run.root,
                 )
                 done = run_stages(STAGES, ctx, task_run, ctx.reporter)
                 statuses.update({f"{task}/{k}": v for k, v in done.items()} if per_task else done)
