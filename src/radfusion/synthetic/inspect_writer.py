@@ -6,7 +6,7 @@ written the way INSPECT ships them:
 * ``CTPA/<image_id>.nii.gz``: each phantom in one of three voxel orders (RAS with the slices
   from the feet up; LPS head first, as DICOM-to-NIfTI converters leave a series; LPS with rows
   and columns swapped, feet first), a slice thickness among 0.625-2.5 mm, and half stored as
-  raw scanner values (``uint16``, HU + 1024) with ``scl_inter = -1024``;
+  raw scanner values (HU + 1024) with ``scl_inter = -1024``;
 * ``Final_metadata.csv`` (``image_id`` with its ``.nii.gz``, ``impression_id``, slice
   thickness, study description), ``Final_labels.csv`` (the eight tasks as ``True`` /
   ``False`` / ``Censored``) and ``Final_splits.csv`` (``train`` / ``valid`` / ``test``);
@@ -92,8 +92,8 @@ def _write_volume(task) -> int:
     volume, _ = render_phantom(shape, sample_phantom(pe_type, rng, calibre), rng)
     order, affine = _affine(kind, (thickness, 0.7, 0.7))
     data = np.ascontiguousarray(order(volume))
-    if raw:
-        data = (data.astype(np.int32) + RAW_OFFSET).clip(0, 65535).astype(np.uint16)
+    if raw:  # stored = HU + 1024 (signed: the phantom's noise reaches below -1024 HU)
+        data = (data.astype(np.int32) + RAW_OFFSET).astype(np.int16)
     image = nib.Nifti1Image(data, affine)
     image.header.set_slope_inter(1.0, -float(RAW_OFFSET) if raw else 0.0)
     image.header.set_xyzt_units("mm")
