@@ -109,10 +109,6 @@ class CodeFeaturiser:
 
     # --- the window search ------------------------------------------------------------------
     @staticmethod
-    def _index(events: EventArrays, studies: pd.DataFrame) -> _TimeIndex:
-        return _TimeIndex(events, studies)
-
-    @staticmethod
     def _pairs(lo, hi):
         """(study row, event index) for every event of every study's range."""
         lengths = hi - lo
@@ -126,7 +122,7 @@ class CodeFeaturiser:
         ``prediction_time``)."""
         if len(studies) == 0:
             raise RadfusionError("no training studies to learn the EHR code columns from")
-        rows, ev = self._pairs(*self._index(events, studies).ranges(self.lookback_days))
+        rows, ev = self._pairs(*_TimeIndex(events, studies).ranges(self.lookback_days))
         codes = events.code[ev]
         n_codes = len(events.codes)
         timed_ok = _countable(events)[codes]
@@ -203,7 +199,7 @@ class CodeFeaturiser:
         blocks = []
         count_col = self._columns(events, self.codes_)
         width = len(self.codes_)
-        index = self._index(events, studies)
+        index = _TimeIndex(events, studies)
         for days in self.windows_days:
             rows, ev = self._pairs(*index.ranges(days))
             col = count_col[events.code[ev]]

@@ -270,19 +270,34 @@ def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResul
         raise CohortError(report.errors)
     statuses: dict[str, str] = {}
     for task, task_run, task_config in _task_runs(run, config, report.cohort):
-        ctx = Context(
+        ctx = _task_context(
             data,
+            run,
             task_run,
             task_config,
-            reporter or StageReporter(),
-            dict(trainer_args or {}),
-            [],
             report.cohort.for_task(task),
-            cache=run.cache,
-            top=run.root,
+            reporter,
+            trainer_args,
+            warn=False,
         )
         statuses.update(run_stages(STAGES, ctx, task_run, ctx.reporter))
     return BenchmarkResult(run.root, statuses, pd.DataFrame(), run.report_page)
+
+
+def _task_context(data, run, task_run, task_config, cohort, reporter, trainer_args, *, warn):
+    """What one task's stages read; ``warn``: the validate stage logs the cohort's warnings
+    (rank 0 only)."""
+    return Context(
+        data,
+        task_run,
+        task_config,
+        reporter or StageReporter(),
+        dict(trainer_args or {}),
+        cohort.warnings if warn else [],
+        cohort,
+        cache=run.cache,
+        top=run.root,
+    )
 
 
 def _task_runs(run: RunDir, config: Config, cohort: Cohort):
@@ -348,16 +363,8 @@ def run_benchmark(
                     steps.record_config(task_run, task_config)
                 _add_extra(task_run, extra_predictions)
                 cohort = report.cohort.for_task(task)
-                ctx = Context(
-                    data,
-                    task_run,
-                    task_config,
-                    reporter or StageReporter(),
-                    dict(trainer_args or {}),
-                    cohort.warnings,
-                    cohort,
-                    cache=run.cache,
-                    top=run.root,
+                ctx = _task_context(
+                    data, run, task_run, task_config, cohort, reporter, trainer_args, warn=True
                 )
                 done = run_stages(STAGES, ctx, task_run, ctx.reporter)
                 statuses.update({f"{task}/{k}": v for k, v in done.items()} if per_task else done)

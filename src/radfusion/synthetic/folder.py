@@ -108,36 +108,22 @@ def synthesize(
     if layout == "inspect" and (quirks or keep is not None):
         raise RadfusionError("--quirks and --keep are the RadFusion layout's; drop them")
     claim_synth_folder(out_dir, overwrite)
+    common = {
+        "size": size,
+        "slice_range": slice_range,
+        "calibre": calibre,
+        "test_studies": test_studies,
+        "workers": workers,
+        "on_volume": on_volume,
+    }
     if layout == "inspect":
         from radfusion.synthetic.inspect_writer import write_inspect_cohort
         from radfusion.synthetic.writer import SyntheticCohort
 
-        design = write_inspect_cohort(
-            out_dir,
-            studies,
-            seed,
-            size=size,
-            slice_range=slice_range,
-            calibre=calibre,
-            test_studies=test_studies,
-            workers=workers,
-            on_volume=on_volume,
-        )
+        design = write_inspect_cohort(out_dir, studies, seed, **common)
         cohort = SyntheticCohort(root=out_dir, studies=design, annotations=design.iloc[:0])
     else:
-        cohort = write_synthetic_cohort(
-            out_dir,
-            studies,
-            seed,
-            size=size,
-            slice_range=slice_range,
-            quirks=quirks,
-            calibre=calibre,
-            test_studies=test_studies,
-            workers=workers,
-            on_volume=on_volume,
-            keep=keep,
-        )
+        cohort = write_synthetic_cohort(out_dir, studies, seed, quirks=quirks, keep=keep, **common)
     finish_synth_folder(
         out_dir,
         {
