@@ -192,17 +192,36 @@ class SliceNetSection(ImageSection):
     loss: Literal["focal", "bce"] = "bce"
 
 
-FusionStrategy = Literal["mean", "weighted", "stacked", "max", "fair"]
+#: The fusion designs (radfusion.fusion.designs.DESIGNS): late ones on the models'
+#: probabilities, early (an embedding with the EHR features), joint (trained end to end).
+FusionDesign = Literal[
+    "mean", "weighted", "stacked", "stacked_logit", "max", "fair", "early", "joint"
+]
 
 
 class FusionSection(Section):
-    strategies: list[FusionStrategy] = Field(
-        default_factory=lambda: ["mean", "weighted", "stacked", "max", "fair"], min_length=1
-    )  # mean is the paper's late fusion
+    # mean is the paper's late fusion. "strategies", this key's former name, is read too.
+    designs: list[FusionDesign] = Field(
+        default_factory=lambda: ["mean", "weighted", "stacked", "max", "fair", "early"],
+        min_length=1,
+    )
     # fair: the weight with the smallest validation TPR gap between this attribute's two
     # groups, among those whose validation AUROC is within fair_delta of the best weight's.
     fair_attribute: Literal["gender", "race", "age"] = "gender"
     fair_delta: float = Field(0.02, ge=0, le=1)
+    early_model: Literal["elasticnet", "hgb"] = "elasticnet"  # tuned on validation
+    joint_variants: list[Literal["all", "heads"]] = Field(
+        default_factory=lambda: ["all", "heads"], min_length=1
+    )
+    joint_epochs: int = Field(4, ge=1)  # from the trained PENet checkpoint
+    joint_lr: float = Field(3e-4, gt=0)  # AdamW, cosine decay
+    joint_hidden: int = Field(64, ge=1)  # the EHR MLP's width
+    # MODALITY:FRACTION (image or ehr): hide that modality on a random fraction of the test
+    # studies, which the designs then score by their fallbacks. None: hide nothing.
+    drop_modality: str | None = Field(None, pattern=r"^(image|ehr):(0(\.\d+)?|1(\.0*)?|\.\d+)$")
+
+    def joint_fingerprint(self) -> dict:
+        return self.model_dump(include={"joint_variants", "joint_epochs", "joint_lr", "joint_hidden"})
 
 
 class EvaluationSection(Section):
@@ -268,6 +287,9 @@ def _merge(base: dict, values, where: str) -> dict:
         raise RadfusionError(f"{where}: expected a mapping of sections, got {quote(values)}")
     merged = dict(base)
     for key, value in values.items():
+        if key == "fusion" and isinstance(value, dict) and "strategies" in value:
+            value = {**value, "designs": value["strategies"]}  # the key's former name
+            del value["strategies"]
         if key in SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:

@@ -44,6 +44,7 @@ _MiB = 2**20
 LIMITS = {
     "table": 4096 * _MiB,  # a cohort's CSVs (Labels, the EHR tables, annotations)
     "predictions": 512 * _MiB,
+    "embeddings": 16384 * _MiB,  # one encoder's study embeddings (parquet)
     "row": 16 * _MiB,  # one study's EHR row for predict
     "model": 1024 * _MiB,  # an EHR model (.skops)
     "checkpoint": 16384 * _MiB,

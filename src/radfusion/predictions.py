@@ -11,9 +11,15 @@ import pandas as pd
 
 from radfusion.data.findings import checked_ids, preview
 from radfusion.errors import RadfusionError
-from radfusion.io import read_user_csv
+from radfusion.io import read_user_csv, regular_file
 
-__all__ = ["collect_prediction_files", "model_order", "read_predictions"]
+__all__ = [
+    "collect_prediction_files",
+    "model_order",
+    "read_embeddings",
+    "read_predictions",
+    "write_embeddings",
+]
 
 
 def model_order(name: str) -> tuple[int, str]:
@@ -118,3 +124,131 @@ def read_predictions(
                     "evaluate on the rest"
                 )
     return series.sort_index(), notes
+
+
+# The embeddings contract: ``embeddings/<name>.parquet`` holds ``idx`` and then one float32
+# column per dimension, one row per study. Our image models write theirs (the pooled features
+# of every window of a study, max and mean); a user drops in a file from any encoder.
+
+EMBEDDING_SUFFIX = ".parquet"
+
+
+def write_embeddings(idx, values, path: str | os.PathLike, columns=None) -> Path:
+    """Write a ``[studies, dims]`` array as an embeddings file (atomically); columns are
+    ``f0..`` unless named."""
+    import numpy as np
+
+    from radfusion.io import atomic_path
+
+    values = np.asarray(values, dtype=np.float32)
+    names = list(columns) if columns is not None else [f"f{k}" for k in range(values.shape[1])]
+    frame = pd.DataFrame(values, columns=names)
+    frame.insert(0, "idx", np.asarray(idx, dtype=np.int64))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path
+
+
+def read_embeddings(
+    path: str | os.PathLike, studies: pd.DataFrame, *, allow_missing: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
+    """One encoder's study embeddings, checked against the cohort's ``studies`` like a
+    predictions file: an ``idx`` column of whole non-negative numbers, each once and known to
+    the cohort, numeric finite values, the same width in every split, and every test study
+    present (unless ``allow_missing``). Returns float32 columns indexed by idx, and warnings
+    (val or train studies without a row: they are scored by the other modalities)."""
+    import numpy as np
+
+    path = regular_file(path, "embeddings file", "embeddings")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's errors for a file that is not parquet, or truncated
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RadfusionError(
+            f"{path}: not a readable parquet file ({detail}); an embeddings file is parquet "
+            "with idx and one float column per dimension"
+        ) from None
+    if "idx" not in frame.columns:
+        raise RadfusionError(
+            f"{path}: no idx column; an embeddings file has idx and then one float column per "
+            "dimension"
+        )
+    values = frame.drop(columns="idx")
+    if values.shape[1] == 0:
+        raise RadfusionError(f"{path}: no embedding columns besides idx")
+    numeric = [c for c in values.columns if pd.api.types.is_numeric_dtype(values[c])]
+    if len(numeric) < values.shape[1]:
+        other = [c for c in values.columns if c not in numeric]
+        raise RadfusionError(
+            f"{path}: column(s) {preview(other)} are not numbers; every column but idx is one "
+            "dimension of the embedding"
+        )
+    idx = checked_ids(frame.reset_index(drop=True), path)
+    rows = np.arange(len(frame)) + 1
+    dup = idx.duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise RadfusionError(
+            f"{path}: idx {preview(sorted(idx[dup].unique()))} appear more than once (rows "
+            f"{preview(rows[dup])}); one embedding per study"
+        )
+    unknown = ~idx.isin(studies.index).to_numpy()
+    if unknown.any():
+        raise RadfusionError(
+            f"{path}: idx {preview(idx[unknown].tolist())} are not in the cohort; embeddings "
+            "must be for the cohort's studies"
+        )
+    x = values.to_numpy(np.float64)
+    split = studies.loc[idx.to_numpy(), "split"].to_numpy()
+    _check_width(path, x, split)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise RadfusionError(
+            f"{path}: {int(bad.any(axis=1).sum())} row(s) hold NaN or infinity (first: idx "
+            f"{int(idx.iloc[r])}, column {values.columns[c]}); impute them, or leave the "
+            "study's row out (it is then scored by its other modalities)"
+        )
+    out = pd.DataFrame(
+        x.astype(np.float32), index=pd.Index(idx.to_numpy(), name="idx"), columns=values.columns
+    )
+    notes = []
+    for name in ("train", "val", "test"):
+        expected = studies.index[studies["split"] == name]
+        absent = expected.difference(out.index)
+        if len(absent) == len(expected) and len(expected) and name != "test":
+            raise RadfusionError(
+                f"{path}: no {name} study has an embedding; a probe and a fusion learn on "
+                f"the {name} split"
+            )
+        if len(absent):
+            notes.append(
+                f"{path}: {len(absent)} of {len(expected)} {name} studies have no embedding "
+                f"(idx {preview(absent)}); they are scored by their other modalities"
+            )
+            if name == "test" and not allow_missing:
+                raise RadfusionError(
+                    f"{path}: {len(absent)} of {len(expected)} test studies have no embedding "
+                    f"(idx {preview(absent)}); embed them all, or --set "
+                    "evaluation.allow_missing=true to score them by their other modalities"
+                )
+    return out.sort_index(), notes
+
+
+def _check_width(path: Path, x, split) -> None:
+    """Rows of one split padded with empty trailing columns are a narrower encoder's output
+    (two encoders in one file): named as a width mismatch, not as NaN."""
+    import numpy as np
+
+    widths = {}
+    for name in ("train", "val", "test"):
+        rows = x[split == name]
+        if len(rows):
+            filled = np.isfinite(rows).any(axis=0)
+            widths[name] = int(filled.nonzero()[0].max() + 1) if filled.any() else 0
+    if len(set(widths.values())) > 1:
+        text = ", ".join(f"{k} {v}" for k, v in widths.items())
+        raise RadfusionError(
+            f"{path}: the embedding's width differs between splits ({text} dimensions); one "
+            "file holds one encoder's embeddings, the same width for every study"
+        )

@@ -10,13 +10,20 @@ A run folder (``radfusion benchmark --out``, or the ``--out`` of the single-stag
     cache/             the CT cache, in a sub-folder per preprocessing
     ehr/               the EHR model (model.skops, model.json, grid.csv, importance.csv)
     <image model>/     image/, slicenet/: checkpoints/, logs/, train_config.json
-    predictions/       <model>.csv for every model: ehr, image, slicenet, fusion_*, yours
+    predictions/       <model>.csv for every model: ehr, image, slicenet, fusion_*, probe_*,
+                       yours
+    embeddings/        <encoder>.parquet: idx, then one float32 column per dimension; image
+                       and slicenet written by their training, yours dropped in
+    fusion/            the learned fusions' models, missing.csv, ablation.csv
+    joint/             the joint fusions' checkpoints (one folder per variant)
     selection.csv      each imaging model's TPR gaps under each checkpoint choice
     eval/              metrics, thresholds, fairness, comparisons, subtypes, intersections,
                        outcomes
     report/            report.html, tables/, figures/
     tasks/<task>/      with data.task=all: one such folder per task (the cache shared), and
                        tasks.csv with report/report.html summarising them
+    seeds/<seed>/      with --seeds: one such folder per seed (the cache and the EHR model
+                       shared), and seeds.csv with report/report.html summarising them
 """
 
 from __future__ import annotations
@@ -84,6 +91,10 @@ class RunDir:
     stages = property(lambda self: self.root / "stages")
     cache = property(lambda self: self.root / "cache")
     predictions = property(lambda self: self.root / "predictions")
+    embeddings = property(lambda self: self.root / "embeddings")
+    fusion = property(lambda self: self.root / "fusion")  # learned fusions' models, tables
+    joint = property(lambda self: self.root / "joint")
+    seeds = property(lambda self: self.root / "seeds")  # one run folder per seed (--seeds)
     eval = property(lambda self: EvalDir(self.root / "eval"))
     report = property(lambda self: self.root / "report")
     report_page = property(lambda self: self.root / "report" / "report.html")
@@ -96,6 +107,10 @@ class RunDir:
     def prediction(self, model: str) -> Path:
         """The predictions file of ``model``: the model's name is the file's stem."""
         return self.predictions / f"{model}.csv"
+
+    def embedding(self, encoder: str) -> Path:
+        """An encoder's study embeddings: ``embeddings/<encoder>.parquet``."""
+        return self.embeddings / f"{encoder}.parquet"
 
     def model(self, name: str) -> Path:
         """A trained model's folder: ``ehr``, ``image``, ``slicenet``."""

@@ -30,7 +30,14 @@ from radfusion.io import write_csv, write_json
 from radfusion.locks import exclusive
 from radfusion.rundir import RunDir
 
-__all__ = ["FEATURE_SOURCES", "EHRRun", "feature_matrix", "train_ehr"]
+__all__ = [
+    "FEATURE_SOURCES",
+    "EHRFeatures",
+    "EHRRun",
+    "feature_matrix",
+    "study_features",
+    "train_ehr",
+]
 
 FEATURE_SOURCES = ("auto", "release", "meds", "codes")
 TRAIN_LOCK = ".train-ehr.lock"  # held while an EHR training runs in its folder
@@ -126,6 +133,39 @@ def feature_matrix(
 
 
 @dataclass
+class EHRFeatures:
+    """A cohort's EHR features, rows in ``cohort.studies`` order: a DataFrame (the release's
+    tables, or those rebuilt from MEDS) or a scipy.sparse CSR matrix (per-code features)."""
+
+    matrix: object
+    names: list[str]
+    source: str
+    featuriser: object | None = None  # codes: the fitted CodeFeaturiser
+    owner: dict[str, str] | None = None  # release/meds: each column's table
+
+
+def study_features(
+    cohort: Cohort,
+    features: str = "auto",
+    meds_dir: str | os.PathLike | None = None,
+    *,
+    windows_days: tuple[int, ...] = (365,),
+    min_frequency: float = 0.01,
+) -> EHRFeatures:
+    """The EHR features the EHR model learns from (and the early and joint fusions reuse)."""
+    source = resolve_source(cohort, features)
+    if source == "codes":
+        built, featuriser = code_features(
+            cohort, meds_dir, windows_days=windows_days, min_frequency=min_frequency
+        )
+        if not np.isfinite(built.matrix.data).all():  # a pipeline bug, never the user's
+            raise AssertionError("the code features hold non-finite values")
+        return EHRFeatures(built.matrix, built.names, source, featuriser=featuriser)
+    frame, owner = feature_matrix(cohort, source, meds_dir)
+    return EHRFeatures(frame, list(frame.columns), source, owner=owner)
+
+
+@dataclass
 class EHRRun:
     predictions: pd.DataFrame
     val_auroc: float
@@ -157,18 +197,11 @@ def train_ehr(
 
 def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_jobs, codes):
     run = RunDir(out_dir)
-    features = resolve_source(cohort, features)
-    featuriser = None
-    if features == "codes":
-        built, featuriser = code_features(cohort, meds_dir, **codes)
-        x, names, owner = built.matrix, built.names, None
-        if not np.isfinite(x.data).all():  # a pipeline bug, never the user's
-            raise AssertionError("the code features hold non-finite values")
-        if model != "elasticnet" and x.shape[1] <= DENSE_LIMIT:
-            x = x.toarray()  # hgb takes dense input; tune() refuses a wider matrix
-    else:
-        frame, owner = feature_matrix(cohort, features, meds_dir)
-        x, names = frame, list(frame.columns)
+    built = study_features(cohort, features, meds_dir, **codes)
+    x, names, owner, featuriser = built.matrix, built.names, built.owner, built.featuriser
+    features = built.source
+    if featuriser is not None and model != "elasticnet" and x.shape[1] <= DENSE_LIMIT:
+        x = x.toarray()  # hgb takes dense input; tune() refuses a wider matrix
     y = cohort.studies["label"].to_numpy()
     split = cohort.studies["split"].to_numpy()
     train, val = split == "train", split == "val"

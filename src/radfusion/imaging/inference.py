@@ -19,15 +19,22 @@ from radfusion.devices import cpu_has_bf16
 from radfusion.errors import RadfusionError
 from radfusion.imaging.checkpoints import read_checkpoint
 from radfusion.imaging.datamodule import loader_options
-from radfusion.imaging.module import aggregate, memory_format, window_probs
+from radfusion.imaging.module import (
+    aggregate,
+    memory_format,
+    window_probs,
+    window_probs_and_features,
+)
 from radfusion.imaging.preprocess import PreprocessParams
 from radfusion.imaging.registry import create_model
 from radfusion.imaging.windows import EvalWindows
 
 __all__ = [
     "Checkpoint",
+    "StudyEmbeddings",
     "load_checkpoint",
     "open_checkpoint",
+    "predict_and_embed",
     "predict_studies",
     "scoring_precision",
 ]
@@ -102,7 +109,33 @@ def scoring_precision(config: TrainConfig, device: torch.device) -> torch.dtype 
     return None
 
 
-@torch.inference_mode()
+@dataclass
+class StudyEmbeddings:
+    """Each study's embedding: its windows' pooled features, max then mean over the windows
+    (rows in ``idx`` order; columns ``max0..``, ``mean0..``)."""
+
+    idx: np.ndarray
+    values: np.ndarray
+    columns: list[str]
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """As ``embeddings/<model>.parquet`` (:func:`radfusion.predictions.write_embeddings`)."""
+        from radfusion.predictions import write_embeddings
+
+        return write_embeddings(self.idx, self.values, path, columns=self.columns)
+
+
+def _pooled(per_features: dict[int, list[np.ndarray]], ids) -> StudyEmbeddings:
+    rows = []
+    for i in ids:
+        windows = np.stack(per_features[int(i)])
+        rows.append(np.concatenate([windows.max(axis=0), windows.mean(axis=0)]))
+    values = np.stack(rows).astype(np.float32)
+    width = values.shape[1] // 2  # the features' width: max-pooled, then mean-pooled
+    columns = [f"max{k}" for k in range(width)] + [f"mean{k}" for k in range(width)]
+    return StudyEmbeddings(np.asarray([int(i) for i in ids]), values, columns)
+
+
 def predict_studies(
     model,
     cache_dir,
@@ -118,6 +151,27 @@ def predict_studies(
     (no study is ever held whole as float32); to a GPU they travel as int16 and are normalised
     there. A non-finite probability is an error naming the model and its checkpoint ``source``.
     """
+    scores, _ = _score(model, cache_dir, studies, config, batch_size, source, device, False)
+    return scores
+
+
+def predict_and_embed(
+    model,
+    cache_dir,
+    studies: pd.DataFrame,
+    config: TrainConfig,
+    batch_size: int | None = None,
+    *,
+    source: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[pd.DataFrame, StudyEmbeddings]:
+    """:func:`predict_studies`, and in the same pass each study's embedding (its windows'
+    ``forward_features``, max- and mean-pooled), for the fusions that reuse it."""
+    return _score(model, cache_dir, studies, config, batch_size, source, device, True)
+
+
+@torch.inference_mode()
+def _score(model, cache_dir, studies, config, batch_size, source, device, embed):
     device = torch.device(device)
     gpu = device.type == "cuda"
     data = EvalWindows(
@@ -134,11 +188,18 @@ def predict_studies(
     dtype = scoring_precision(config, device)
     model = model.eval().to(device, memory_format=memory_format(model))
     per: dict[int, list[tuple[float, int]]] = {}
+    per_features: dict[int, list[np.ndarray]] = {}
     if not gpu:
         retain_freed_memory()  # 1.3x for a 3-D CNN on a CPU (radfusion.allocator)
     for x, idx, start in loader:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            probs = window_probs(model, x.to(device, non_blocking=True))
+            x = x.to(device, non_blocking=True)
+            if embed:
+                probs, features = window_probs_and_features(model, x)
+                for i, f in zip(idx.tolist(), features, strict=True):
+                    per_features.setdefault(int(i), []).append(f)
+            else:
+                probs = window_probs(model, x)
         if not np.isfinite(probs).all():
             where = f" ({source})" if source is not None else ""
             raise RadfusionError(
@@ -154,4 +215,5 @@ def predict_studies(
         probs = np.array([p for p, _ in values])
         best = values[int(np.argmax(probs))][1]
         rows.append((int(i), aggregate(probs, config.aggregate), best, best + config.window - 1))
-    return pd.DataFrame(rows, columns=["idx", "prob", "best_start", "best_end"])
+    scores = pd.DataFrame(rows, columns=["idx", "prob", "best_start", "best_end"])
+    return scores, (_pooled(per_features, studies.index) if embed else None)

@@ -75,6 +75,14 @@ def window_probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     return torch.sigmoid(model(model_input(x, model)).squeeze(1)).float().cpu().numpy()
 
 
+def window_probs_and_features(model: torch.nn.Module, x: torch.Tensor):
+    """Each window's probability and pooled features (``forward_features``, the input of the
+    model's ``forward_head``), both as float32 arrays: one forward pass."""
+    features = model.forward_features(model_input(x, model))
+    logits = model.forward_head(features).squeeze(1)
+    return torch.sigmoid(logits).float().cpu().numpy(), features.float().cpu().numpy()
+
+
 class PENetModule(L.LightningModule):
     """Any registered imaging model (PENet, SliceNet) trained on windows."""
 

@@ -83,8 +83,11 @@ class SliceNet(nn.Module):
         x = x[:, 0].contiguous(memory_format=torch.channels_last)
         return self.features(x).amax(dim=(2, 3))
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.forward_features(x)))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -21,7 +21,7 @@ from radfusion.devices import is_rank_zero, on_gpu
 from radfusion.errors import RadfusionError
 from radfusion.imaging.checkpoints import AtomicCheckpointIO, best_checkpoint, usable
 from radfusion.imaging.datamodule import WindowDataModule
-from radfusion.imaging.inference import load_checkpoint, predict_studies
+from radfusion.imaging.inference import load_checkpoint, predict_and_embed
 from radfusion.imaging.module import PENetModule
 from radfusion.io import write_csv, write_json
 from radfusion.locks import exclusive
@@ -113,12 +113,14 @@ def train_image(
     *,
     seed: int = 0,
     predictions: Path | None = None,
+    embeddings: Path | None = None,
     preprocessing: dict | None = None,
     trainer_args: dict | None = None,
 ) -> tuple[Path, pd.DataFrame]:
     """Train on the cohort's train split into ``out_dir`` (checkpoints, logs), score every
     study with the checkpoint ``section.select`` names, and write ``predictions`` (default
-    ``out_dir/predictions.csv``). Rerun, it resumes from ``out_dir/checkpoints/last.ckpt``.
+    ``out_dir/predictions.csv``) and, given ``embeddings``, each study's pooled features there
+    (:class:`radfusion.imaging.inference.StudyEmbeddings`). Rerun, it resumes from ``out_dir/checkpoints/last.ckpt``.
 
     ``section`` is the config's ``image`` or ``slicenet`` section: its recipe, seeded by its
     own seed or ``seed``, and its devices, logger and pretrained weights; ``trainer_args`` adds
@@ -140,10 +142,12 @@ def train_image(
     target = predictions if predictions is not None else ModelDir(out).predictions
     busy = f"{out}: another training is running here; wait for it, or use another --out"
     with exclusive(ModelDir(out).lock, busy):
-        return _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, target)
+        return _train(
+            cohort, cache_dir, out, config, args, preprocessing, pretrained, target, embeddings
+        )
 
 
-def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, target):
+def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, target, embeddings):
     leader = is_rank_zero()
     if leader:  # the other ranks of a distributed run write nothing of their own
         _claim_run_dir(out, config)
@@ -183,7 +187,11 @@ def _train(cohort, cache_dir, out, config, args, preprocessing, pretrained, targ
     chosen = Path((best if config.select == "best" else latest).best_model_path or last)
     model, _ = load_checkpoint(chosen)
     device = trainer.strategy.root_device if gpu else "cpu"
-    scores = predict_studies(model, cache_dir, cohort.studies, config, source=chosen, device=device)
+    scores, embedded = predict_and_embed(
+        model, cache_dir, cohort.studies, config, source=chosen, device=device
+    )
+    if embeddings is not None:
+        embedded.write(embeddings)
     scores["split"] = cohort.studies.loc[scores["idx"], "split"].to_numpy()
     columns = ["idx", "prob", "split", "best_start", "best_end"]
     write_csv(scores[columns], target, float_format="%.8f")

@@ -1,7 +1,8 @@
 """``radfusion benchmark``: every stage of the paper on one cohort, cached and resumable.
 
 The benchmark is the list :data:`STAGES`: validate -> preprocess -> ehr -> image -> slicenet
-(when ``slicenet.enabled``) -> fusion -> evaluate -> report. Each stage declares what it is
+(when ``slicenet.enabled``) -> selection -> joint (when ``fusion.designs`` holds ``joint``) ->
+fusion -> evaluate -> report. Each stage declares what it is
 computed from (:class:`radfusion.pipeline.stages.Stage`), so a changed parameter reruns that
 stage and what depends on it, nothing else. Adding a model or a task is one more entry. The run
 folder's layout is :class:`radfusion.rundir.RunDir`'s.
@@ -65,12 +66,17 @@ class Context:
     cohort: Cohort | None = None
     cache: Path | None = None  # the CT cache's root: the run's, or shared between tasks
     top: Path | None = None  # the benchmark's own folder (``run``'s parent for a task)
+    # The seed the EHR model trains with: the run's, or under --seeds the first seed's for
+    # every seed (the EHR model is trained once and shared).
+    ehr_seed: int | None = None
 
     def __post_init__(self):
         if self.cache is None:
             self.cache = self.run.cache
         if self.top is None:
             self.top = self.run.root
+        if self.ehr_seed is None:
+            self.ehr_seed = self.config.seed
 
 
 def _validate(ctx: Context) -> dict:
@@ -96,7 +102,7 @@ def _preprocess(ctx: Context) -> dict:
 
 
 def _ehr(ctx: Context) -> dict:
-    result = steps.train_ehr_model(ctx.cohort, ctx.run, ctx.config.ehr, ctx.config.seed)
+    result = steps.train_ehr_model(ctx.cohort, ctx.run, ctx.config.ehr, ctx.ehr_seed)
     return {"val_auroc": result.val_auroc}
 
 
@@ -133,15 +139,55 @@ def _trained_images(config: Config) -> list[str]:
     return ["image", "slicenet"] if config.slicenet.enabled else ["image"]
 
 
-def _fusion(ctx: Context) -> None:
-    for model in _trained_images(ctx.config):
-        steps.fuse_predictions(
-            ctx.run.predictions,
-            [model, "ehr"],
-            ctx.config.fusion,
-            ctx.config.seed,
-            studies=ctx.cohort.studies,
+def _fusion(ctx: Context) -> dict:
+    from radfusion.fusion.designs import fuse_run
+
+    return fuse_run(
+        ctx.cohort,
+        ctx.run,
+        ctx.config,
+        _trained_images(ctx.config),
+        lambda: steps.ehr_features(ctx.cohort, ctx.config.ehr),
+    )
+
+
+def _joint(ctx: Context) -> dict:
+    from radfusion.fusion.joint import score_joint, train_joint
+    from radfusion.imaging.preprocess import cache_folder
+    from radfusion.io import write_csv
+    from radfusion.pipeline.predict import run_checkpoint
+
+    section = ctx.config.fusion
+    folder = cache_folder(ctx.cache, steps.cache_params(ctx.config.preprocess))
+    ehr = steps.dense_ehr(ctx.cohort, ctx.config.ehr)
+    args = {**ctx.config.image.trainer_args(), **ctx.trainer_args}
+    studies = ctx.cohort.studies
+    for variant in section.joint_variants:
+        out = ctx.run.joint / variant
+        last = train_joint(
+            ctx.cohort,
+            folder,
+            out,
+            run_checkpoint(ctx.run.root, "image"),
+            ehr,
+            variant=variant,
+            epochs=section.joint_epochs,
+            lr=section.joint_lr,
+            hidden=section.joint_hidden,
+            seed=ctx.config.seed,
+            trainer_args=args,
         )
+        prob = score_joint(last, folder, studies, ehr)
+        frame = prob.rename("prob").reset_index().assign(split=studies["split"].to_numpy())
+        write_csv(frame, out / "scores.csv", float_format="%.8f")
+    return {"variants": list(section.joint_variants)}
+
+
+def _fusion_signature(ctx: Context) -> list:
+    """The embeddings a user dropped in (ours are the image stages' outputs)."""
+    own = {ctx.run.embedding(m) for m in _trained_images(ctx.config)}
+    files = sorted(p for p in ctx.run.embeddings.glob("*.parquet") if p not in own)
+    return [(f.name, file_signature(f)) for f in files]
 
 
 def _evaluate(ctx: Context) -> None:
@@ -164,7 +210,7 @@ def _predictions_signature(ctx: Context) -> list:
 
 
 def _model_outputs(name: str):
-    return lambda run: [run.model(name), run.prediction(name)]
+    return lambda run: [run.model(name), run.prediction(name), run.embedding(name)]
 
 
 STAGES: tuple[Stage, ...] = (
@@ -180,7 +226,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage("preprocess", _preprocess, after=("validate",), sections=("preprocess",)),
     Stage(
-        "ehr", _ehr, after=("validate",), sections=("ehr", "seed"), outputs=_model_outputs("ehr")
+        "ehr",
+        _ehr,
+        after=("validate",),
+        sections=("ehr",),
+        signature=lambda ctx: ctx.ehr_seed,
+        outputs=_model_outputs("ehr"),
     ),
     Stage(
         "image",
@@ -206,13 +257,25 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda run: [run.selection],
     ),
     Stage(
+        "joint",
+        _joint,
+        after=("preprocess", "ehr", "image"),
+        sections=("seed",),
+        signature=lambda ctx: (ctx.config.fusion.joint_fingerprint(), ctx.config.ehr.model_dump()),
+        outputs=lambda run: [run.joint],
+        enabled=lambda config: "joint" in config.fusion.designs,
+    ),
+    Stage(
         "fusion",
         _fusion,
-        after=("ehr", "image", "slicenet"),
-        sections=("fusion", "seed"),
+        after=("ehr", "image", "slicenet", "joint"),
+        sections=("fusion", "seed", "evaluation"),
+        signature=_fusion_signature,
         outputs=lambda run: [
             *run.predictions.glob("fusion_*.csv"),
             *run.predictions.glob("fusion_*.json"),
+            *run.predictions.glob("probe_*.csv"),
+            run.fusion,
         ],
     ),
     Stage(

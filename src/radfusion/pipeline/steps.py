@@ -105,6 +105,37 @@ def train_ehr_model(cohort, run: RunDir, section: EHRSection, seed: int, *, meds
     )
 
 
+def ehr_features(cohort, section: EHRSection):
+    """The cohort's EHR features as the EHR model sees them (for the early and joint
+    fusions)."""
+    from radfusion.ehr.train import study_features
+
+    return study_features(
+        cohort,
+        section.features,
+        windows_days=tuple(section.windows_days),
+        min_frequency=section.min_frequency,
+    )
+
+
+def dense_ehr(cohort, section: EHRSection):
+    """:func:`ehr_features` as a dense float32 array (what the joint fusion's MLP takes)."""
+    import numpy as np
+    import scipy.sparse
+
+    from radfusion.ehr.model import DENSE_LIMIT
+
+    x = ehr_features(cohort, section).matrix
+    if scipy.sparse.issparse(x):
+        if x.shape[1] > DENSE_LIMIT:
+            raise RadfusionError(
+                f"the joint fusion takes at most {DENSE_LIMIT} EHR columns, the code features "
+                f"have {x.shape[1]}; raise ehr.min_frequency"
+            )
+        x = x.toarray()
+    return np.asarray(x, dtype=np.float32)
+
+
 def check_annotated(cohort) -> None:
     """SliceNet learns from the annotated slices: without them it would learn nothing but the
     study's label, repeated on every window."""
@@ -173,6 +204,7 @@ def train_image_model(
         section,
         seed=seed,
         predictions=run.prediction(name),
+        embeddings=run.embedding(name),
         preprocessing=asdict(params),
         trainer_args=trainer_args,
     )
@@ -188,27 +220,34 @@ def fuse_predictions(
     data: Path | None = None,
     name: str | None = None,
 ) -> list[Path]:
-    """One fusion of ``models`` per strategy of ``section.strategies``, each written as
+    """One fusion of ``models`` per late design of ``section.designs``, each written as
     ``pred_dir/<name>.csv``: ``fusion_<strategy>`` for PENet with the EHR model,
     ``fusion_<model>_<strategy>`` for another image model with it. The studies and their
     splits come from ``studies``, else the cohort ``data``; strategies that learn on the
     validation labels need one of them, the others read the split from the first model's file.
     """
     from radfusion.data.cohort import load_outcomes
-    from radfusion.fusion import NEEDS_LABELS, fuse_files, fusion_name, study_frame
+    from radfusion.fusion import NEEDS_LABELS, STRATEGIES, fuse_files, fusion_name, study_frame
 
-    if name is not None and len(section.strategies) > 1:
+    strategies = [d for d in section.designs if d in STRATEGIES]
+    if not strategies:
         raise RadfusionError(
-            f"--name {name}: names one fusion, but fusion.strategies has "
-            f"{len(section.strategies)}; add --set fusion.strategies=[mean] (or another one)"
+            f"fusion.designs {section.designs}: none fuses predictions files alone (early and "
+            "joint fusions need a run: radfusion benchmark); add mean, weighted, stacked, "
+            "stacked_logit, max or fair"
+        )
+    if name is not None and len(strategies) > 1:
+        raise RadfusionError(
+            f"--name {name}: names one fusion, but fusion.designs has "
+            f"{len(strategies)} late ones; add --set fusion.designs=[mean] (or another one)"
         )
     if studies is None and data is not None:
         studies = load_outcomes(data)
-    learned = [s for s in section.strategies if s in NEEDS_LABELS]
+    learned = [s for s in strategies if s in NEEDS_LABELS]
     if studies is None and learned:
         raise RadfusionError(
-            f"fusion.strategies {learned} learn on validation labels: pass --data DATA_DIR, "
-            "or --set fusion.strategies=[mean,max]"
+            f"fusion.designs {learned} learn on validation labels: pass --data DATA_DIR, "
+            "or --set fusion.designs=[mean,max]"
         )
     if studies is None:
         studies = study_frame(pred_dir, models[0])
@@ -229,7 +268,7 @@ def fuse_predictions(
             name=name or default(strategy),
             **options.get(strategy, {}),
         )
-        for strategy in section.strategies
+        for strategy in strategies
     ]
 
 

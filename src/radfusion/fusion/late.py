@@ -5,7 +5,12 @@ late design that won the earlier CT+EHR study). ``max`` takes the most suspiciou
 ``weighted`` averages with the weight that maximises validation AUROC. ``stacked`` fits a
 logistic regression on the models' logits on the validation split, with cross-fitting so that
 its own validation predictions are out-of-fold (and the operating point chosen on them later is
-not optimistic).
+not optimistic); ``stacked_logit`` is the same design under the name INSPECT's baseline uses.
+
+A study missing a model's probability (NaN: no volume, no EHR, or hidden by
+``fusion.drop_modality``) is scored by the models it has: the strategy applied to those
+columns alone (one left: ``mean``, ``max``, ``weighted`` and ``fair`` take its probability,
+``stacked`` its logistic recalibration fitted on validation).
 """
 
 from __future__ import annotations
@@ -148,10 +153,11 @@ STRATEGIES: dict[str, Strategy] = {
     "mean": _mean,
     "weighted": _weighted,
     "stacked": _stacked,
+    "stacked_logit": _stacked,
     "max": _max,
     "fair": _fair,
 }
-NEEDS_LABELS = {"weighted", "stacked", "fair"}
+NEEDS_LABELS = {"weighted", "stacked", "stacked_logit", "fair"}
 
 
 def fusion_name(image_model: str, strategy: str) -> str:
@@ -178,21 +184,50 @@ def fuse(
             f"fusion strategy {strategy!r} learns on validation labels; "
             "pass the cohort (--data DATA_DIR)"
         )
-    if strategy not in NEEDS_LABELS:
-        _warn_on_spreads(probs, studies, strategy)
-    not_finite = ~np.isfinite(probs.to_numpy(float))
-    if not_finite.any():
+    partial = options.pop("partial", False)  # NaN marks a missing input, scored by fallback
+    values = probs.to_numpy(float)
+    if np.isinf(values).any() or (np.isnan(values).any() and not partial):
+        not_finite = ~np.isfinite(values)
         rows, cols = np.nonzero(not_finite)
         raise RadfusionError(
             f"fusion: model {probs.columns[cols[0]]!r} gave a non-finite probability "
             f"({probs.iat[rows[0], cols[0]]}) for idx {probs.index[rows[0]]}; "
             "its predictions are not usable"
         )
+    complete = probs.notna().all(axis=1)
+    if not complete.all():
+        return _by_available(probs, strategy, studies, seed, options)
+    if strategy not in NEEDS_LABELS:
+        _warn_on_spreads(probs, studies, strategy)
     fused = STRATEGIES[strategy](probs, studies, seed, **options)
     attrs = dict(fused.attrs)
     fused = fused.clip(0.0, 1.0)
     fused.attrs.update(attrs)
     return fused
+
+
+def _by_available(probs, strategy, studies, seed, options) -> pd.Series:
+    """Each pattern of available models scored by the strategy on those models alone, learnt
+    (where it learns) on the validation studies that have them."""
+    present = probs.notna()
+    if not present.any(axis=1).all():
+        none = probs.index[~present.any(axis=1)]
+        raise RadfusionError(
+            f"fusion: {len(none)} stud(ies) have no model's probability (idx {list(none[:5])})"
+        )
+    out = pd.Series(np.nan, index=probs.index)
+    for pattern, rows in present.groupby(list(probs.columns)).groups.items():
+        columns = [c for c, on in zip(probs.columns, np.atleast_1d(pattern), strict=True) if on]
+        have = probs.index[present[columns].all(axis=1)]
+        part = probs.loc[have, columns]
+        if len(columns) >= 2:
+            fused = fuse(part, strategy, studies, seed, **options)
+        elif strategy in ("stacked", "stacked_logit"):
+            fused = _stacked(part, studies, seed)
+        else:
+            fused = part[columns[0]]
+        out.loc[rows] = fused.loc[rows].clip(0.0, 1.0).to_numpy()
+    return out
 
 
 #: The models whose predictions the benchmark writes itself: never a fusion's output name.
