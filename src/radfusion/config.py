@@ -221,7 +221,9 @@ class FusionSection(Section):
     drop_modality: str | None = Field(None, pattern=r"^(image|ehr):(0(\.\d+)?|1(\.0*)?|\.\d+)$")
 
     def joint_fingerprint(self) -> dict:
-        return self.model_dump(include={"joint_variants", "joint_epochs", "joint_lr", "joint_hidden"})
+        return self.model_dump(
+            include={"joint_variants", "joint_epochs", "joint_lr", "joint_hidden"}
+        )
 
 
 class EvaluationSection(Section):

@@ -17,6 +17,7 @@ from radfusion.cli.app import (
     resolve,
     split_list,
 )
+from radfusion.errors import RadfusionError
 from radfusion.pipeline.console import console, error, warn
 
 PANEL = "Stages and runs"  # where --help lists these commands
@@ -181,12 +182,21 @@ def benchmark(
     layout: Annotated[
         str | None, typer.Option(help="radfusion or inspect; default: told by the files.")
     ] = None,
+    embeddings: Annotated[
+        list[Path] | None,
+        typer.Option(help="Your encoder's study embeddings (<name>.parquet): probed and fused."),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated training seeds, e.g. 0,1,2,3,4: a run per seed."),
+    ] = None,
 ) -> None:
     """Every stage of the paper on one cohort, cached and resumable.
 
-    validate, preprocess, ehr, image, slicenet (when enabled), fusion, evaluate, report.
-    Unchanged stages are skipped; an interrupted run resumes where it stopped. With
-    --task all, every task of the cohort in its own folder under OUT/tasks/."""
+    validate, preprocess, ehr, image, slicenet (when enabled), joint (when a fusion design),
+    fusion, evaluate, report. Unchanged stages are skipped; an interrupted run resumes where
+    it stopped. With --task all, every task of the cohort in its own folder under OUT/tasks/;
+    with --seeds, every seed in its own folder under OUT/seeds/ and a summary across them."""
     from radfusion.devices import is_rank_zero
     from radfusion.pipeline.benchmark import run_benchmark
     from radfusion.pipeline.console import RichReporter, print_aurocs, stage_progress
@@ -195,8 +205,9 @@ def benchmark(
         layout is not None
     )
     resolved = resolve(config, [*(set_ or []), *options], show, None)
+    seed_list = parse_seeds(seeds)
     if not is_rank_zero():  # a DDP rank Lightning started: it trains its share, silently
-        run_benchmark(data, out, resolved)
+        run_benchmark(data, out, resolved, seeds=seed_list)
         return
     console.print(f"benchmark of {data} -> {out}")
     with stage_progress() as bars:
@@ -205,10 +216,27 @@ def benchmark(
             out,
             resolved,
             extra_predictions=extra_predictions or (),
+            extra_embeddings=embeddings or (),
             reporter=RichReporter(bars),
+            seeds=seed_list,
         )
     print_aurocs(result.summary)
     console.print(f"report: {result.report}")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; None -> None; anything else a one-line error."""
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise RadfusionError(
+            f"--seeds {text!r}: expected comma-separated whole numbers, e.g. 0,1,2"
+        )
+    return values
 
 
 @command(resumable=True, rich_help_panel=PANEL)

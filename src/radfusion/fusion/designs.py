@@ -20,7 +20,7 @@ from radfusion.errors import RadfusionError
 from radfusion.fusion.ablation import ablation_tables
 from radfusion.fusion.early import fit_early, fit_probe
 from radfusion.fusion.inputs import hidden_studies, missing_counts, probability_column
-from radfusion.fusion.late import STRATEGIES, fuse, fusion_name
+from radfusion.fusion.late import fuse, fusion_name
 from radfusion.io import write_csv, write_json
 from radfusion.predictions import read_embeddings
 from radfusion.rundir import RunDir
@@ -43,21 +43,29 @@ DESIGNS: dict[str, Design] = {
     "mean": Design("mean", "late", "nothing (the paper's average)", _AVAILABLE),
     "weighted": Design("weighted", "late", "validation (the weight)", _AVAILABLE),
     "stacked": Design(
-        "stacked", "late", "validation (logistic regression on logits, out-of-fold)",
+        "stacked",
+        "late",
+        "validation (logistic regression on logits, out-of-fold)",
         "a logistic recalibration of the available model, fitted on validation",
     ),
     "stacked_logit": Design(
-        "stacked_logit", "late", "validation (INSPECT's logistic regression on logits)",
+        "stacked_logit",
+        "late",
+        "validation (INSPECT's logistic regression on logits)",
         "a logistic recalibration of the available model, fitted on validation",
     ),
     "max": Design("max", "late", "nothing", _AVAILABLE),
     "fair": Design("fair", "late", "validation (weight, TPR gap)", _AVAILABLE),
     "early": Design(
-        "early", "early", "train (fit), validation (regularisation)",
+        "early",
+        "early",
+        "train (fit), validation (regularisation)",
         "no embedding: the EHR model's probability; no EHR: the embedding's probe",
     ),
     "joint": Design(
-        "joint", "joint", "train (end to end, from the PENet checkpoint)",
+        "joint",
+        "joint",
+        "train (end to end, from the PENet checkpoint)",
         "no volume: the EHR model's probability; no EHR: the image model's",
     ),
 }
@@ -66,6 +74,32 @@ LATE = tuple(name for name, d in DESIGNS.items() if d.kind == "late")
 
 def joint_name(variant: str) -> str:
     return f"fusion_joint_{variant}"
+
+
+#: The score of a study left with no input at all (in the ablation, with a modality removed
+#: from a study whose other one is missing): chance, no information.
+NO_INPUT = 0.5
+
+
+def _without(probs, column, design, studies, seed, opts) -> pd.Series:
+    """A late design's scores with ``column`` removed from every study."""
+    rest = probs.drop(columns=column)
+    scored = rest.notna().any(axis=1)
+    out = pd.Series(NO_INPUT, index=probs.index)
+    out.loc[scored] = (
+        fuse(rest.loc[scored], design, studies, seed, **opts)
+        if rest.shape[1] > 1
+        else _single(rest.loc[scored], design, studies, seed)
+    )
+    return out
+
+
+def _single(part, design, studies, seed) -> pd.Series:
+    from radfusion.fusion.late import _stacked
+
+    if design in ("stacked", "stacked_logit"):
+        return _stacked(part, studies, seed)
+    return part.iloc[:, 0]
 
 
 def _fill(primary: pd.Series, *fallbacks: pd.Series) -> pd.Series:
@@ -88,8 +122,14 @@ class _Outputs:
         self.by_set[name] = {both: full, image: only_image, ehr: only_ehr}
         d = DESIGNS[design]
         self.rows.append(
-            {"model": name, "design": design, "kind": d.kind, "inputs": inputs,
-             "learns_on": d.learns_on, "fallback": d.fallback}
+            {
+                "model": name,
+                "design": design,
+                "kind": d.kind,
+                "inputs": inputs,
+                "learns_on": d.learns_on,
+                "fallback": d.fallback,
+            }
         )
 
 
@@ -118,13 +158,28 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
             opts = {**options.get(design, {}), "partial": True}
             full = fuse(probs, design, studies, seed, **opts)
             if "sweep" in full.attrs:
-                write_json(full.attrs["sweep"], run.prediction(fusion_name(model, design)).with_suffix(".sweep.json"))
-            no_image = fuse(probs.assign(**{model: np.nan}), design, studies, seed, **opts)
-            no_ehr = fuse(probs.assign(ehr=np.nan), design, studies, seed, **opts)
+                write_json(
+                    full.attrs["sweep"],
+                    run.prediction(fusion_name(model, design)).with_suffix(".sweep.json"),
+                )
+            no_image = _without(probs, model, design, studies, seed, opts)
+            no_ehr = _without(probs, "ehr", design, studies, seed, opts)
             out.add(fusion_name(model, design), design, f"{model}+ehr", full, no_ehr, no_image)
     if "early" in section.designs:
-        _early(run, studies, section, seed, ehr, hidden_image, hidden_ehr, ehr_features, out,
-               inputs, absent, config.evaluation.allow_missing)
+        _early(
+            run,
+            studies,
+            section,
+            seed,
+            ehr,
+            hidden_image,
+            hidden_ehr,
+            ehr_features,
+            out,
+            inputs,
+            absent,
+            config.evaluation.allow_missing,
+        )
     if "joint" in section.designs:
         image = images.get("image")
         if image is None:
@@ -140,23 +195,50 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
             if hidden_ehr is not None:
                 joint.loc[hidden_ehr] = image.loc[hidden_ehr]
             full = _fill(joint, ehr)
-            out.add(joint_name(variant), "joint", "image+ehr", full, image.fillna(ehr), ehr.fillna(image))
+            out.add(
+                joint_name(variant),
+                "joint",
+                "image+ehr",
+                full,
+                image.fillna(NO_INPUT),
+                ehr.fillna(NO_INPUT),
+            )
     for name, prob in out.prob.items():
         if prob.isna().any():
             raise RadfusionError(f"{name}: {int(prob.isna().sum())} studies left unscored")
-        frame = pd.DataFrame({"idx": studies.index, "prob": prob.clip(0, 1).to_numpy(), "split": studies["split"].to_numpy()})
+        frame = pd.DataFrame(
+            {
+                "idx": studies.index,
+                "prob": prob.clip(0, 1).to_numpy(),
+                "split": studies["split"].to_numpy(),
+            }
+        )
         write_csv(frame, run.prediction(name), float_format="%.8f")
     run.fusion.mkdir(parents=True, exist_ok=True)
     write_csv(pd.DataFrame(out.rows), run.fusion / "designs.csv")
     write_csv(missing_counts(inputs, absent, hidden, studies), run.fusion / "missing.csv")
-    ablation, shapley = ablation_tables(out.by_set, studies, n_boot=config.evaluation.n_boot, seed=seed)
+    ablation, shapley = ablation_tables(
+        out.by_set, studies, n_boot=config.evaluation.n_boot, seed=seed
+    )
     write_csv(ablation, run.fusion / "ablation.csv", float_format="%.6g")
     write_csv(shapley, run.fusion / "shapley.csv", float_format="%.6g")
     return {"models": len(out.prob)}
 
 
-def _early(run, studies, section, seed, ehr, hidden_image, hidden_ehr, ehr_features, out,
-           inputs, absent, allow_missing):
+def _early(
+    run,
+    studies,
+    section,
+    seed,
+    ehr,
+    hidden_image,
+    hidden_ehr,
+    ehr_features,
+    out,
+    inputs,
+    absent,
+    allow_missing,
+):
     from radfusion.ehr.persistence import save_model
 
     files = sorted(run.embeddings.glob("*.parquet"))
@@ -178,20 +260,48 @@ def _early(run, studies, section, seed, ehr, hidden_image, hidden_ehr, ehr_featu
         inputs[f"embedding:{encoder}"] = pd.Series(np.where(have, 1.0, np.nan), index=studies.index)
         probe_name, early_name = f"probe_{encoder}", fusion_name(encoder, "early")
         probe = fit_probe(embedding, studies, seed=seed, name=probe_name)
-        early = fit_early(embedding, features.matrix, features.names, studies,
-                          model=section.early_model, seed=seed, name=early_name)
+        early = fit_early(
+            embedding,
+            features.matrix,
+            features.names,
+            studies,
+            model=section.early_model,
+            seed=seed,
+            name=early_name,
+        )
         probe_prob = probe.prob
         full = early.prob.copy()
         if hidden_ehr is not None:
             full.loc[hidden_ehr] = np.nan
         full = _fill(full, probe_prob, ehr)
-        out.add(early_name, "early", f"embedding:{encoder}+ehr", full, probe_prob.fillna(ehr), ehr.fillna(probe_prob))
+        out.add(
+            early_name,
+            "early",
+            f"embedding:{encoder}+ehr",
+            full,
+            probe_prob.fillna(NO_INPUT),
+            ehr.fillna(NO_INPUT),
+        )
         probe_full = _fill(probe_prob, ehr)
         out.prob[probe_name] = probe_full
-        out.rows.append({"model": probe_name, "design": "probe", "kind": "probe",
-                         "inputs": f"embedding:{encoder}", "learns_on": "train (fit), validation (regularisation)",
-                         "fallback": "no embedding: the EHR model's probability"})
+        out.rows.append(
+            {
+                "model": probe_name,
+                "design": "probe",
+                "kind": "probe",
+                "inputs": f"embedding:{encoder}",
+                "learns_on": "train (fit), validation (regularisation)",
+                "fallback": "no embedding: the EHR model's probability",
+            }
+        )
         for name, fit in ((probe_name, probe), (early_name, early)):
             save_model(fit.model, run.fusion / f"{name}.skops")
-            write_json({"params": fit.params, "val_auroc": fit.val_auroc, "columns": fit.columns,
-                        "encoder": encoder}, run.fusion / f"{name}.json")
+            write_json(
+                {
+                    "params": fit.params,
+                    "val_auroc": fit.val_auroc,
+                    "columns": fit.columns,
+                    "encoder": encoder,
+                },
+                run.fusion / f"{name}.json",
+            )

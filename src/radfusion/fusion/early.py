@@ -54,7 +54,9 @@ def _fit(name, x, studies, have, seed, grid, what) -> tuple[object, dict, float,
     return result.model, result.params, float(result.score), prob
 
 
-def _embedding_rows(embedding: pd.DataFrame, studies: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _embedding_rows(
+    embedding: pd.DataFrame, studies: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
     """The embedding in ``studies`` order (zeros where absent) and which studies have one."""
     have = studies.index.isin(embedding.index)
     values = np.zeros((len(studies), embedding.shape[1]), dtype=np.float64)

@@ -45,7 +45,7 @@ def hidden_studies(studies: pd.DataFrame, drop: str | None, seed: int) -> dict[s
     modality, fraction = parsed
     test = studies.index[studies["split"] == "test"]
     rng = np.random.default_rng([seed, 24])
-    chosen = rng.choice(len(test), size=int(round(fraction * len(test))), replace=False)
+    chosen = rng.choice(len(test), size=round(fraction * len(test)), replace=False)
     return {modality: test[np.sort(chosen)]}
 
 

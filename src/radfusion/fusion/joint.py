@@ -221,7 +221,9 @@ def load_joint(path: Path) -> JointModule:
         module.load_state_dict(ckpt["state_dict"])
     except (TypeError, KeyError, RuntimeError, RadfusionError) as exc:
         detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc)
-        raise RadfusionError(f"{path}: not a radfusion joint-fusion checkpoint ({detail})") from None
+        raise RadfusionError(
+            f"{path}: not a radfusion joint-fusion checkpoint ({detail})"
+        ) from None
     return module.eval()
 
 
@@ -240,7 +242,11 @@ def score_joint(
     module = module.to(device)
     cfg = module.cfg
     data = EvalWindows(
-        cache_dir, studies, window=cfg.window, crop=cfg.crop, stride=cfg.eval_stride,
+        cache_dir,
+        studies,
+        window=cfg.window,
+        crop=cfg.crop,
+        stride=cfg.eval_stride,
         normalized=device.type != "cuda",
     )
     loader = DataLoader(data, batch_size=cfg.eval_batch_size, **loader_options(cfg, False))

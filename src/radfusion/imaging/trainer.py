@@ -120,7 +120,8 @@ def train_image(
     """Train on the cohort's train split into ``out_dir`` (checkpoints, logs), score every
     study with the checkpoint ``section.select`` names, and write ``predictions`` (default
     ``out_dir/predictions.csv``) and, given ``embeddings``, each study's pooled features there
-    (:class:`radfusion.imaging.inference.StudyEmbeddings`). Rerun, it resumes from ``out_dir/checkpoints/last.ckpt``.
+    (:class:`radfusion.imaging.inference.StudyEmbeddings`). Rerun, it resumes from
+    ``out_dir/checkpoints/last.ckpt``.
 
     ``section`` is the config's ``image`` or ``slicenet`` section: its recipe, seeded by its
     own seed or ``seed``, and its devices, logger and pretrained weights; ``trainer_args`` adds

@@ -309,7 +309,20 @@ def _claim(run: RunDir, data: Path) -> None:
     write_json({"data": str(data)}, run.record)
 
 
-def _add_extra(run: RunDir, extras: Iterable[str | Path]) -> None:
+def _add_extra(run: RunDir, extras: Iterable[str | Path], embeddings=()) -> None:
+    for extra in embeddings:
+        extra = Path(extra)
+        if not extra.is_file() or extra.suffix != ".parquet":
+            raise RadfusionError(f"{extra}: no such embeddings file (<name>.parquet)")
+        if extra.stem in OWN_MODELS:
+            raise RadfusionError(
+                f"{extra}: {extra.stem}.parquet is the benchmark's own {extra.stem} embedding; "
+                "rename the file"
+            )
+        target = run.embedding(extra.stem)
+        if not (target.exists() and target.read_bytes() == extra.read_bytes()):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(extra, tmp)
     for extra in extras:
         extra = Path(extra)
         if not extra.is_file():
@@ -325,14 +338,14 @@ def _add_extra(run: RunDir, extras: Iterable[str | Path]) -> None:
             shutil.copyfile(extra, tmp)
 
 
-def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResult:
+def _join_trainings(data, run, config, reporter, trainer_args, seeds) -> BenchmarkResult:
     """A rank > 0: the same cohort and stages as rank 0, writing nothing but its share of the
     distributed trainings (rank 0 holds the lock, the log and the books)."""
     report = validate_cohort(data, hu_intercept=config.preprocess.hu_intercept, data=config.data)
     if not report.ok:
         raise CohortError(report.errors)
     statuses: dict[str, str] = {}
-    for task, task_run, task_config in _task_runs(run, config, report.cohort):
+    for task, task_run, task_config, ehr_seed in _runs(run, config, report.cohort, seeds):
         ctx = _task_context(
             data,
             run,
@@ -342,14 +355,17 @@ def _join_trainings(data, run, config, reporter, trainer_args) -> BenchmarkResul
             reporter,
             trainer_args,
             warn=False,
+            ehr_seed=ehr_seed,
         )
         statuses.update(run_stages(STAGES, ctx, task_run, ctx.reporter))
     return BenchmarkResult(run.root, statuses, pd.DataFrame(), run.report_page)
 
 
-def _task_context(data, run, task_run, task_config, cohort, reporter, trainer_args, *, warn):
-    """What one task's stages read; ``warn``: the validate stage logs the cohort's warnings
-    (rank 0 only)."""
+def _task_context(
+    data, run, task_run, task_config, cohort, reporter, trainer_args, *, warn, ehr_seed=None
+):
+    """What one task's (or seed's) stages read; ``warn``: the validate stage logs the cohort's
+    warnings (rank 0 only)."""
     return Context(
         data,
         task_run,
@@ -360,7 +376,44 @@ def _task_context(data, run, task_run, task_config, cohort, reporter, trainer_ar
         cohort,
         cache=run.cache,
         top=run.root,
+        ehr_seed=ehr_seed,
     )
+
+
+def _runs(run: RunDir, config: Config, cohort: Cohort, seeds: list[int] | None):
+    """(task, run folder, config, EHR seed) of every run the benchmark makes: the tasks of
+    :func:`_task_runs`, or with ``seeds`` one run of the one task per seed in
+    ``run/seeds/<seed>/``, each seeded by its seed but for the EHR model (deterministic given
+    its data and solver seed: trained once, with the first seed, and shared)."""
+    runs = _task_runs(run, config, cohort)
+    if not seeds:
+        return [(task, task_run, task_config, None) for task, task_run, task_config in runs]
+    if len(runs) != 1 or runs[0][1].root != run.root:
+        raise RadfusionError(
+            "--seeds runs one task: pass --task with a single task (or run each task's seeds "
+            "into its own --out)"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise RadfusionError(f"--seeds {','.join(map(str, seeds))}: a seed appears twice")
+    task = runs[0][0]
+    out = []
+    for seed in seeds:
+        seed_config = config.model_copy(deep=True)
+        seed_config.seed = seed
+        out.append((task, RunDir(run.seeds / str(seed)), seed_config, seeds[0]))
+    return out
+
+
+def _share_ehr(first: RunDir, other: RunDir) -> None:
+    """The first seed's finished EHR model, its predictions and its stage record, copied into
+    another seed's folder: the same fingerprint there, so its ehr stage is skipped."""
+    record = StageBook(first.root).record("ehr")
+    if record.get("status") != "done" or StageBook(other.root).record("ehr") == record:
+        return
+    shutil.copytree(first.model("ehr"), other.model("ehr"), dirs_exist_ok=True)
+    other.predictions.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(first.prediction("ehr"), other.prediction("ehr"))
+    write_json(record, other.stage("ehr"))
 
 
 def _task_runs(run: RunDir, config: Config, cohort: Cohort):
@@ -391,15 +444,20 @@ def run_benchmark(
     config: Config,
     *,
     extra_predictions: Iterable[str | Path] = (),
+    extra_embeddings: Iterable[str | Path] = (),
     reporter: StageReporter | None = None,
     trainer_args: dict | None = None,
+    seeds: list[int] | None = None,
 ) -> BenchmarkResult:
     """Run (or complete) the benchmark of ``data_dir`` into ``run_dir``; another benchmark
-    running in ``run_dir`` at the same time is refused. On a rank other than 0 of a DDP
-    launch it only joins the trainings rank 0 runs, and returns an empty summary."""
+    running in ``run_dir`` at the same time is refused. ``extra_embeddings``: embeddings
+    files (``<name>.parquet``) probed and fused like the image models' own. ``seeds``: one run
+    per seed under ``run_dir/seeds/<seed>/`` and a summary across them. On a rank other than
+    0 of a DDP launch it only joins the trainings rank 0 runs, and returns an empty summary."""
     run = RunDir(Path(run_dir))
     if not is_rank_zero():
-        return _join_trainings(Path(data_dir).resolve(), run, config, reporter, trainer_args)
+        data = Path(data_dir).resolve()
+        return _join_trainings(data, run, config, reporter, trainer_args, seeds)
     busy = (
         f"{run.root}: another radfusion benchmark is running here; wait for it, or use another "
         "--out"
@@ -417,28 +475,46 @@ def run_benchmark(
             if not report.ok:
                 raise CohortError(report.errors)
             statuses: dict[str, str] = {}
-            runs = _task_runs(run, config, report.cohort)
-            per_task = any(task_run.root != run.root for _, task_run, _ in runs)
-            for task, task_run, task_config in runs:
-                if per_task:
-                    log.info("task %s into %s", task, task_run.root)
+            runs = _runs(run, config, report.cohort, seeds)
+            several = any(task_run.root != run.root for _, task_run, _, _ in runs)
+            for task, task_run, task_config, ehr_seed in runs:
+                label = f"seed {task_config.seed}" if seeds else task
+                if several:
+                    log.info("%s into %s", label if seeds else f"task {task}", task_run.root)
                     task_run.root.mkdir(parents=True, exist_ok=True)
                     steps.record_config(task_run, task_config)
-                _add_extra(task_run, extra_predictions)
+                if seeds and task_run.root != runs[0][1].root:
+                    _share_ehr(runs[0][1], task_run)
+                _add_extra(task_run, extra_predictions, extra_embeddings)
                 cohort = report.cohort.for_task(task)
                 ctx = _task_context(
-                    data, run, task_run, task_config, cohort, reporter, trainer_args, warn=True
+                    data,
+                    run,
+                    task_run,
+                    task_config,
+                    cohort,
+                    reporter,
+                    trainer_args,
+                    warn=True,
+                    ehr_seed=ehr_seed,
                 )
                 done = run_stages(STAGES, ctx, task_run, ctx.reporter)
-                statuses.update({f"{task}/{k}": v for k, v in done.items()} if per_task else done)
-            if per_task:
+                statuses.update({f"{label}/{k}": v for k, v in done.items()} if several else done)
+            if seeds:
+                from radfusion.report.seeds import write_seed_summary
+
+                pairs = [(c.seed, r) for _, r, c, _ in runs]
+                write_seed_summary(run, pairs, config.report)
+            elif several:
                 from radfusion.report.tasks import write_task_summary
 
-                write_task_summary(run, [(task, r) for task, r, _ in runs], config.report)
+                write_task_summary(run, [(task, r) for task, r, _, _ in runs], config.report)
     from radfusion.evaluation.evaluate import auroc_summary
 
-    if per_task:
-        return BenchmarkResult(run.root, statuses, _task_summary(runs), run.report_page)
+    if several:
+        return BenchmarkResult(
+            run.root, statuses, _task_summary(runs, bool(seeds)), run.report_page
+        )
     summary = auroc_summary(pd.read_csv(run.eval.metrics))
     return BenchmarkResult(run.root, statuses, summary, run.report_page)
 
@@ -452,12 +528,15 @@ def _unlearnable(cohort: Cohort) -> str | None:
     return None
 
 
-def _task_summary(runs) -> pd.DataFrame:
+def _task_summary(runs, seeds: bool = False) -> pd.DataFrame:
+    """Every run's test AUROCs, one row per run and model: the first column names the run
+    (``task``, or ``seed`` under --seeds)."""
     from radfusion.evaluation.evaluate import auroc_summary
 
+    key = "seed" if seeds else "task"
     frames = []
-    for task, task_run, _ in runs:
+    for task, task_run, task_config, _ in runs:
         part = auroc_summary(pd.read_csv(task_run.eval.metrics))
-        frames.append(part.assign(task=task))
+        frames.append(part.assign(**{key: task_config.seed if seeds else task}))
     frame = pd.concat(frames, ignore_index=True)
-    return frame[["task", *[c for c in frame.columns if c != "task"]]]
+    return frame[[key, *[c for c in frame.columns if c != key]]]

@@ -202,9 +202,11 @@ def print_cohort_summary(summary: dict) -> None:
 def print_aurocs(summary) -> None:
     """The test AUROC table (``auroc_summary``): every model, all studies and non-subsegmental."""
     table = Table(title="Test AUROC (95% CI)")
-    tasks = "task" in summary.columns  # a benchmark of every task: one row per task and model
+    # A benchmark of every task (or of several seeds): one row per task (seed) and model.
+    key = next((k for k in ("task", "seed") if k in summary.columns), None)
+    tasks = key is not None
     if tasks:
-        table.add_column("task")
+        table.add_column(key)
     table.add_column("model")
     table.add_column("all test studies", justify="right")
     if not tasks:
@@ -215,7 +217,7 @@ def print_aurocs(summary) -> None:
             f"({getattr(row, f'{s}_ci_low'):.3f}-{getattr(row, f'{s}_ci_high'):.3f})"
             for s in (("all",) if tasks else ("all", "non_subsegmental"))
         ]
-        table.add_row(*([row.task] if tasks else []), row.model, *cells)
+        table.add_row(*([str(getattr(row, key))] if tasks else []), row.model, *cells)
     console.print(table)
 
 
