@@ -152,6 +152,68 @@ def _cohort_tables(outcomes: pd.DataFrame) -> tuple[str, str]:
     return _frame_html(pd.DataFrame(rows)), _frame_html(pd.DataFrame(groups))
 
 
+def _fusion_tables(layout: RunDir) -> dict | None:
+    """The fusion stage's tables (designs, missing inputs, ablation, Shapley shares), or None
+    for a run without them."""
+    folder = layout.fusion
+    names = ("designs", "missing", "ablation", "shapley")
+    if not all((folder / f"{n}.csv").exists() for n in names):
+        return None
+    from markupsafe import Markup
+
+    designs, missing, ablation, shapley = (pd.read_csv(folder / f"{n}.csv") for n in names)
+    ablation = pd.DataFrame(
+        {
+            "design": ablation["design"],
+            "removed": ablation["removed"],
+            "inputs": ablation["inputs"],
+            "test AUROC": [
+                _with_ci(v, lo, hi)
+                for v, lo, hi in zip(
+                    ablation["auroc"], ablation["ci_low"], ablation["ci_high"], strict=True
+                )
+            ],
+            "drop": ablation["drop"],
+        }
+    )
+    if not shapley.empty:
+        shapley = pd.DataFrame(
+            {
+                "design": shapley["design"],
+                "modality": shapley["modality"],
+                "Shapley value": [
+                    _with_ci(v, lo, hi)
+                    for v, lo, hi in zip(
+                        shapley["shapley"],
+                        shapley["shapley_low"],
+                        shapley["shapley_high"],
+                        strict=True,
+                    )
+                ],
+                "share of the gain": [
+                    _with_ci(v, lo, hi)
+                    for v, lo, hi in zip(
+                        shapley["share"], shapley["share_low"], shapley["share_high"], strict=True
+                    )
+                ],
+            }
+        )
+    drop = None
+    if layout.config.exists():
+        import yaml
+
+        drop = ((yaml.safe_load(layout.config.read_text()) or {}).get("fusion") or {}).get(
+            "drop_modality"
+        )
+    return {
+        "designs": Markup(_frame_html(designs)),
+        "missing": Markup(_frame_html(missing)),
+        "ablation": Markup(_frame_html(ablation)),
+        "shapley": Markup(_frame_html(shapley)),
+        "drop": drop,
+    }
+
+
 def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
     """Write ``RUN_DIR/report/``; returns the path of ``report.html``."""
     layout = RunDir(Path(run_dir))
@@ -268,6 +330,7 @@ def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> Pat
         intersections_table=Markup(_intersections_html(cells)) if cells is not None else None,
         mitigation_table=Markup(_mitigation_html(mitigation)) if mitigation is not None else None,
         selection_table=Markup(_frame_html(selection)) if selection is not None else None,
+        fusion=_fusion_tables(layout),
         figures=[{"caption": c, "data": base64.b64encode(d).decode()} for _, c, d in pictures],
         config=config,
     )
