@@ -126,7 +126,7 @@ def main() -> None:
     data, settings = _generator_settings(run)
     if settings["seed"] == args.seed:
         parser.error(f"--seed {args.seed} is the run's own cohort seed: pick another")
-    strategies = load_config(run / "config.yaml").fusion.strategies
+    strategies = load_config(run / "config.yaml").fusion.designs
     with tempfile.TemporaryDirectory(prefix="radfusion-fresh-") as tmp:
         folder = Path(tmp) / "data"
         write_synthetic_cohort(

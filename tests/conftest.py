@@ -70,7 +70,7 @@ TINY = [
     "slicenet.devices=1",
     "slicenet.select=last",  # the final epoch scores (the demo's choice); PENet keeps the best
     "evaluation.n_boot=200",
-    "fusion.strategies=[mean, weighted]",
+    "fusion.designs=[mean, weighted]",
 ]
 
 

@@ -40,7 +40,7 @@ def test_paper_settings():
         0.001,
     )
     assert (c.image.loss, c.image.focal_gamma, c.image.aggregate) == ("focal", 2.0, "max")
-    assert c.ehr.model == "elasticnet" and "mean" in c.fusion.strategies
+    assert c.ehr.model == "elasticnet" and "mean" in c.fusion.designs
 
 
 def test_cpu_demo_changes_sizes_and_the_optimiser_not_the_method():
@@ -66,13 +66,13 @@ def test_set_parses_yaml_values_and_nested_keys(tmp_path):
         None,
         [
             "image.lr=1e-3",
-            "fusion.strategies=[mean, max]",
+            "fusion.designs=[mean, max]",
             "seed=3",
             "image.pretrained=/w/penet.pth",
             "ehr.cv=5",
         ],
     )
-    assert c.image.lr == 0.001 and c.fusion.strategies == ["mean", "max"] and c.seed == 3
+    assert c.image.lr == 0.001 and c.fusion.designs == ["mean", "max"] and c.seed == 3
     assert c.image.pretrained == "/w/penet.pth" and c.ehr.cv == 5
     path = tmp_path / "mine.yaml"
     path.write_text("image:\n  max_epochs: 7\n")
@@ -101,8 +101,8 @@ def test_set_parses_yaml_values_and_nested_keys(tmp_path):
         (["evaluation.n_boot=10"], r"n_boot: got 10, expected greater than or equal to 100"),
         (["image.logger=wandb"], r"'csv', 'tensorboard' or 'mlflow'"),
         (
-            ["fusion.strategies=[mean, maxx]"],
-            r"fusion\.strategies\.1: got 'maxx'.*did you mean max\?",
+            ["fusion.designs=[mean, maxx]"],
+            r"fusion\.designs\.1: got 'maxx'.*did you mean max\?",
         ),
         (["preprocess.size=4"], r"preprocess\.size: got 4, expected greater than or equal to 8"),
     ],

@@ -98,7 +98,7 @@ def test_the_command_line_names_the_fused_model(tmp_path):
         frame = pd.DataFrame({"idx": idx, "prob": rng.random(20), "split": "test"})
         frame.to_csv(tmp_path / f"{model}.csv", index=False)
     args = ["fuse", str(tmp_path), "--models", "slicenet,ehr", "--name", "fusion_slicenet_mean"]
-    args += ["--set", "fusion.strategies=[mean]"]
+    args += ["--set", "fusion.designs=[mean]"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "fusion_mean.csv").exists()

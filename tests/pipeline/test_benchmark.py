@@ -73,7 +73,7 @@ def test_a_changed_parameter_reruns_that_stage_and_what_follows(run_copy):
     data, run = run_copy
     image_ckpt = sorted((run / "image" / "checkpoints").glob("*.ckpt"))
     mtimes = {p: p.stat().st_mtime_ns for p in image_ckpt}
-    config = load_config(None, [*TINY, "fusion.strategies=[mean, max]"])
+    config = load_config(None, [*TINY, "fusion.designs=[mean, max]"])
     result = run_benchmark(data, run, config)
     assert result.statuses == {
         **dict.fromkeys(
@@ -224,7 +224,7 @@ def test_killed_at_any_moment_it_resumes_to_the_same_numbers(benchmark_run, tmp_
 def test_the_benchmark_runs_on_a_cohort_with_every_release_quirk(quirky_cohort, tmp_path):
     from radfusion.config import load_config
 
-    config = load_config(None, [*TINY, "fusion.strategies=[mean]"])
+    config = load_config(None, [*TINY, "fusion.designs=[mean]"])
     result = run_benchmark(quirky_cohort, tmp_path / "run", config)
     assert set(result.summary["model"]) == {"ehr", "image", "slicenet", *FUSIONS_MEAN}
     assert result.summary["all_value"].between(0, 1).all()

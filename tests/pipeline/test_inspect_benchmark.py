@@ -23,7 +23,7 @@ QUICK = [
     *[item for item in TINY if not item.startswith("slicenet")],
     "image.max_epochs=1",
     "image.windows_per_epoch=8",
-    "fusion.strategies=[mean, weighted]",
+    "fusion.designs=[mean, weighted]",
 ]
 
 
@@ -145,7 +145,7 @@ def test_an_inspect_run_transfers_its_ehr_model_to_another_inspect_cohort(task_r
 
 
 def test_task_all_on_a_radfusion_cohort_is_its_one_task(small_cohort, tmp_path):
-    config = load_config(None, [*QUICK, "data.task=all", "fusion.strategies=[mean]"])
+    config = load_config(None, [*QUICK, "data.task=all", "fusion.designs=[mean]"])
     result = run_benchmark(small_cohort, tmp_path / "run", config)
     run = RunDir(tmp_path / "run")
     assert set(result.summary["task"]) == {"PE"}

@@ -139,7 +139,7 @@ def test_fuse_name_is_a_plain_new_name(run_copy, name, fragment):
     _, run = run_copy
     pred = run / "predictions"
     before = {p.name: p.read_bytes() for p in pred.glob("*.csv")}
-    mean = ["--set", "fusion.strategies=[mean]"]
+    mean = ["--set", "fusion.designs=[mean]"]
     _fails(["fuse", pred, "--models", "image,ehr", "--name", name, *mean], fragment)
     assert {p.name: p.read_bytes() for p in pred.glob("*.csv")} == before
     assert not (run.parent / "x.csv").exists() and not Path("/tmp/abs.csv").exists()
@@ -297,7 +297,7 @@ def test_a_failed_write_is_one_line_and_leaves_the_inputs(run_copy, monkeypatch,
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", refuse)
     args = ["fuse", pred, "--models", "image,ehr", "--name", "fusion_x"]
-    message = _fails([*args, "--set", "fusion.strategies=[mean]"], fix)
+    message = _fails([*args, "--set", "fusion.designs=[mean]"], fix)
     assert os.strerror(code) in message
     assert {p.name: p.read_bytes() for p in pred.glob("*.csv")} == before
     assert not list(pred.glob(".tmp-*"))

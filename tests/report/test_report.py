@@ -27,7 +27,7 @@ def run_dir(small_cohort, tmp_path_factory):
         pd.DataFrame({"idx": labels["idx"], "prob": prob, "split": labels["split"]}).to_csv(
             preds / f"{name}.csv", index=False
         )
-    mean = ["--set", "fusion.strategies=[mean]"]
+    mean = ["--set", "fusion.designs=[mean]"]
     result = runner.invoke(app, ["fuse", str(preds), "--models", "image,ehr", *mean])
     assert result.exit_code == 0, result.output
     result = runner.invoke(
@@ -38,7 +38,7 @@ def run_dir(small_cohort, tmp_path_factory):
             "--models",
             "image,ehr",
             "--set",
-            "fusion.strategies=[stacked]",
+            "fusion.designs=[stacked]",
             "--data",
             str(small_cohort),
         ],

@@ -180,6 +180,7 @@ def train_joint(
     config = image.config.model_copy(update={"seed": seed})
     args = {"accelerator": "cpu", "enable_progress_bar": False, **(trainer_args or {})}
     gpu = on_gpu(args["accelerator"])
+    L.seed_everything(seed, workers=True, verbose=False)  # the EHR MLP's first weights too
     module = JointModule(config.model_dump(), variant, ehr_matrix.shape[1], hidden, lr)
     module.start_from(image.model)
     train = (cohort.studies["split"] == "train").to_numpy()
@@ -190,7 +191,6 @@ def train_joint(
         dirpath=out, filename="joint-{epoch}", save_top_k=1, save_last=True, every_n_epochs=1
     )
     callbacks = args.pop("callbacks", [])
-    L.seed_everything(seed, workers=True, verbose=False)
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,
