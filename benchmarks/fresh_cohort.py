@@ -44,7 +44,7 @@ from radfusion.evaluation.bootstrap import Resamples, stratified_counts
 from radfusion.evaluation.delong import delong_test
 from radfusion.evaluation.evaluate import auroc_summary
 from radfusion.evaluation.metrics import auroc
-from radfusion.fusion import fuse, fusion_name
+from radfusion.fusion import STRATEGIES, fuse, fusion_name
 from radfusion.io import write_csv
 from radfusion.pipeline.predict import image_models, score_volumes
 from radfusion.rundir import RunDir
@@ -56,7 +56,11 @@ OFFSET = 10_000_000  # fresh idx are shifted clear of the run's own
 
 
 def _generator_settings(run: Path) -> tuple[Path, dict]:
-    data = Path(json.loads((run / "run.json").read_text())["data"])
+    # A seed's run (OUT/seeds/<seed>/) keeps its cohort's record two folders up.
+    record = next((p / "run.json" for p in (run, *run.parents) if (p / "run.json").exists()), None)
+    if record is None:
+        raise RadfusionError(f"{run}: no run.json here or above; give a benchmark's run folder")
+    data = Path(json.loads(record.read_text())["data"])
     marker = data / SYNTH_MARKER
     if not marker.exists():
         raise RadfusionError(
@@ -72,6 +76,8 @@ def _generator_settings(run: Path) -> tuple[Path, dict]:
 
 
 def _images(run: Path, cohort: Cohort, models: tuple[str, ...]) -> dict[str, pd.Series]:
+    if not models:
+        return {}
     volumes = dict(cohort.studies["volume_path"].items())
     scores = score_volumes(run, volumes, workers=2, batch_size=16, models=models)
     return {m: frame.set_index("idx")["prob"] for m, frame in scores.items()}
@@ -100,8 +106,54 @@ def _fused(run: Path, data: Path, fresh: pd.DataFrame, labels: pd.Series, strate
         },
         index=probs.index,
     )
-    fused = {s: fuse(probs, s, studies).iloc[len(val) :] for s in strategies}
+    late = [s for s in strategies if s in STRATEGIES]  # early and joint: _learned_designs
+    fused = {s: fuse(probs, s, studies).iloc[len(val) :] for s in late}
     return {fusion_name(fresh.columns[0], s): f.set_axis(fresh.index) for s, f in fused.items()}
+
+
+def _learned_designs(run: Path, cohort: Cohort, tmp: Path) -> dict[str, pd.Series]:
+    """PENet's fresh scores and embeddings (one pass), and through them the run's probe,
+    early fusion and joint fusions, each with the model it saved: nothing refitted."""
+    from radfusion.fusion.designs import joint_name
+    from radfusion.fusion.joint import score_joint
+    from radfusion.imaging.inference import open_checkpoint, predict_and_embed
+    from radfusion.imaging.preprocess import build_cache, cache_folder
+    from radfusion.pipeline.predict import run_checkpoint
+
+    layout, studies = RunDir(run), cohort.studies
+    path = run_checkpoint(run, "image")
+    ckpt = open_checkpoint(path)
+    volumes = dict(studies["volume_path"].items())
+    summary = build_cache(volumes, tmp, ckpt.preprocessing, workers=2)
+    if summary.failed:
+        raise RadfusionError(str(next(iter(summary.failed.values()))))
+    folder = cache_folder(tmp, ckpt.preprocessing)
+    scores, embedded = predict_and_embed(ckpt.model, folder, studies, ckpt.config, 16, source=path)
+    out = {"image": scores.set_index("idx")["prob"].loc[studies.index]}
+    embedding = pd.DataFrame(embedded.values, index=embedded.idx, columns=embedded.columns)
+    ehr_names = json.loads(layout.ehr_meta.read_text())["features"]["names"]
+    for name in ("probe_image", fusion_name("image", "early")):
+        if not (layout.fusion / f"{name}.skops").exists():
+            continue
+        columns = json.loads((layout.fusion / f"{name}.json").read_text())["columns"]
+        parts = [
+            embedding.loc[studies.index, [c[10:] for c in columns if c.startswith("embedding:")]]
+        ]
+        ehr = [c[4:] for c in columns if c.startswith("ehr:")]
+        if ehr:
+            parts.append(check_features(cohort.features(), ehr, what="the fresh EHR tables"))
+        x = np.hstack([p.to_numpy(np.float64) for p in parts])
+        out[name] = pd.Series(
+            load_model(layout.fusion / f"{name}.skops").predict_proba(x)[:, 1], index=studies.index
+        )
+    for variant in sorted(p.name for p in layout.joint.glob("*") if (p / "last.ckpt").exists()):
+        record = layout.joint / variant / "features.json"
+        names = json.loads(record.read_text())["ehr_columns"] if record.exists() else ehr_names
+        x = check_features(cohort.features(), names, what="the fresh EHR tables").to_numpy()
+        out[joint_name(variant)] = score_joint(
+            layout.joint / variant / "last.ckpt", folder, studies, x
+        )
+    return out
 
 
 def main() -> None:
@@ -139,8 +191,9 @@ def main() -> None:
             workers=2,
         )
         cohort = Cohort.load(folder)
-        images = _images(run, cohort, image_models(run))
-        probs = pd.DataFrame({"image": images["image"], "ehr": _ehr(run, cohort)})
+        learned = _learned_designs(run, cohort, Path(tmp) / "cache")
+        images = _images(run, cohort, tuple(m for m in image_models(run) if m != "image"))
+        probs = pd.DataFrame({"image": learned.pop("image"), "ehr": _ehr(run, cohort)})
         slicenet = images.get("slicenet")
         oracle = pd.read_csv(folder / "oracle.csv", index_col="idx")["p_ehr"]
     studies = cohort.studies
@@ -148,6 +201,7 @@ def main() -> None:
     models = {
         **probs.to_dict("series"),
         **_fused(run, data, probs, studies["label"], strategies),
+        **learned,
     }
     if slicenet is not None:
         pair = pd.DataFrame({"slicenet": slicenet, "ehr": probs["ehr"]})
@@ -181,6 +235,7 @@ def main() -> None:
         line += f" {own[name]:9.3f}" if name in own else f" {'':>9s}"
         print(line)
     pairs = [("fusion_mean", "ehr"), ("fusion_mean", "image"), ("slicenet", "image")]
+    pairs += [(m, "fusion_mean") for m in models if m.startswith("fusion_") and m != "fusion_mean"]
     pairs += [("fusion_slicenet_mean", "ehr"), ("fusion_slicenet_mean", "slicenet")]
     for a, b in pairs:
         if a in models and b in models:

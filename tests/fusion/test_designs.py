@@ -150,7 +150,7 @@ def test_no_design_learns_from_the_test_labels(benchmark_run, tmp_path):
         pd.testing.assert_frame_equal(
             pd.read_csv(a.predictions / name), pd.read_csv(b.predictions / name), obj=name
         )
-    dense = steps.dense_ehr(cohort, config.ehr)
+    dense, _ = steps.dense_ehr(cohort, config.ehr)
     folder = cache_folder(run_src / "cache", steps.cache_params(config.preprocess))
     scores = []
     for which, c in (("a", cohort), ("b", other)):

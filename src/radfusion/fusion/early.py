@@ -68,7 +68,8 @@ def fit_probe(embedding: pd.DataFrame, studies, *, seed=0, grid=None, name="prob
     """The embedding's linear probe: the elastic net on the embedding alone."""
     values, have = _embedding_rows(embedding, studies)
     model, params, score, prob = _fit("elasticnet", values, studies, have, seed, grid, name)
-    return EarlyFit(pd.Series(prob, index=studies.index), model, params, score, list(embedding))
+    columns = [f"embedding:{c}" for c in embedding.columns]
+    return EarlyFit(pd.Series(prob, index=studies.index), model, params, score, columns)
 
 
 def fit_early(

@@ -159,7 +159,7 @@ def _joint(ctx: Context) -> dict:
 
     section = ctx.config.fusion
     folder = cache_folder(ctx.cache, steps.cache_params(ctx.config.preprocess))
-    ehr = steps.dense_ehr(ctx.cohort, ctx.config.ehr)
+    ehr, names = steps.dense_ehr(ctx.cohort, ctx.config.ehr)
     args = {**ctx.config.image.trainer_args(), **ctx.trainer_args}
     studies = ctx.cohort.studies
     for variant in section.joint_variants:
@@ -180,6 +180,7 @@ def _joint(ctx: Context) -> dict:
         prob = score_joint(last, folder, studies, ehr)
         frame = prob.rename("prob").reset_index().assign(split=studies["split"].to_numpy())
         write_csv(frame, out / "scores.csv", float_format="%.8f")
+        write_json({"ehr_columns": names}, out / "features.json")  # to score other cohorts
     return {"variants": list(section.joint_variants)}
 
 

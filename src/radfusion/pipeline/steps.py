@@ -119,13 +119,15 @@ def ehr_features(cohort, section: EHRSection):
 
 
 def dense_ehr(cohort, section: EHRSection):
-    """:func:`ehr_features` as a dense float32 array (what the joint fusion's MLP takes)."""
+    """:func:`ehr_features` as a dense float32 array (what the joint fusion's MLP takes), and
+    its column names."""
     import numpy as np
     import scipy.sparse
 
     from radfusion.ehr.model import DENSE_LIMIT
 
-    x = ehr_features(cohort, section).matrix
+    built = ehr_features(cohort, section)
+    x = built.matrix
     if scipy.sparse.issparse(x):
         if x.shape[1] > DENSE_LIMIT:
             raise RadfusionError(
@@ -133,7 +135,7 @@ def dense_ehr(cohort, section: EHRSection):
                 f"have {x.shape[1]}; raise ehr.min_frequency"
             )
         x = x.toarray()
-    return np.asarray(x, dtype=np.float32)
+    return np.asarray(x, dtype=np.float32), built.names
 
 
 def check_annotated(cohort) -> None:
