@@ -156,15 +156,19 @@ def _score_ehr(run: RunDir, cohort, out: RunDir) -> str | None:
 
 
 def _fusions(run: RunDir, out: RunDir, scored: list[str], skipped: dict[str, str]) -> list[str]:
-    from radfusion.fusion import fuse
+    from radfusion.fusion import STRATEGIES, fuse
 
+    designs = sorted([*STRATEGIES, "early", "joint_all", "joint_heads"], key=len, reverse=True)
     made = []
     for path in sorted(run.predictions.glob("fusion_*.csv")):
         name = path.stem
-        strategy = name.rsplit("_", 1)[-1]
-        image = "image" if name.count("_") == 1 else name.removeprefix("fusion_").rsplit("_", 1)[0]
+        rest = name.removeprefix("fusion_")
+        strategy = next((d for d in designs if rest == d or rest.endswith(f"_{d}")), rest)
+        image = "image" if rest == strategy else rest[: -len(strategy) - 1]
         if strategy not in ("mean", "max"):
-            skipped[name] = f"the {strategy} fusion learnt weights on run A that are not kept"
+            skipped[name] = (
+                f"the {strategy} fusion learnt on run A; learned fusions are not carried over"
+            )
             continue
         if image not in scored or "ehr" not in scored:
             skipped[name] = (
