@@ -166,20 +166,7 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
             no_ehr = _without(probs, "ehr", design, studies, seed, opts)
             out.add(fusion_name(model, design), design, f"{model}+ehr", full, no_ehr, no_image)
     if "early" in section.designs:
-        _early(
-            run,
-            studies,
-            section,
-            seed,
-            ehr,
-            hidden_image,
-            hidden_ehr,
-            ehr_features,
-            out,
-            inputs,
-            absent,
-            config.evaluation.allow_missing,
-        )
+        _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent)
     if "joint" in section.designs:
         image = images.get("image")
         if image is None:
@@ -225,21 +212,18 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
     return {"models": len(out.prob)}
 
 
-def _early(
-    run,
-    studies,
-    section,
-    seed,
-    ehr,
-    hidden_image,
-    hidden_ehr,
-    ehr_features,
-    out,
-    inputs,
-    absent,
-    allow_missing,
-):
+def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent):
+    """The probe and the early fusion of every embeddings file. Their grids are the EHR
+    model's (``ehr.grid``) where it is the same estimator, else the estimator's full grid."""
     from radfusion.ehr.persistence import save_model
+
+    section, seed, allow_missing = config.fusion, config.seed, config.evaluation.allow_missing
+    hidden_image, hidden_ehr = hidden.get("image"), hidden.get("ehr")
+
+    def grid(model: str):
+        return config.ehr.grid if config.ehr.model == model else None
+
+    jobs = config.ehr.n_jobs
 
     files = sorted(run.embeddings.glob("*.parquet"))
     if not files:
@@ -259,7 +243,9 @@ def _early(
         have = pd.Series(studies.index.isin(embedding.index), index=studies.index)
         inputs[f"embedding:{encoder}"] = pd.Series(np.where(have, 1.0, np.nan), index=studies.index)
         probe_name, early_name = f"probe_{encoder}", fusion_name(encoder, "early")
-        probe = fit_probe(embedding, studies, seed=seed, name=probe_name)
+        probe = fit_probe(
+            embedding, studies, seed=seed, grid=grid("elasticnet"), n_jobs=jobs, name=probe_name
+        )
         early = fit_early(
             embedding,
             features.matrix,
@@ -267,6 +253,8 @@ def _early(
             studies,
             model=section.early_model,
             seed=seed,
+            grid=grid(section.early_model),
+            n_jobs=jobs,
             name=early_name,
         )
         probe_prob = probe.prob

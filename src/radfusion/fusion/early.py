@@ -38,7 +38,7 @@ def _split_masks(studies: pd.DataFrame, have: np.ndarray):
     return (split == "train") & have, (split == "val") & have
 
 
-def _fit(name, x, studies, have, seed, grid, what) -> tuple[object, dict, float, np.ndarray]:
+def _fit(name, x, studies, have, seed, grid, what, n_jobs=None):
     y = studies["label"].to_numpy()
     train, val = _split_masks(studies, have)
     for part, mask in (("train", train), ("val", val)):
@@ -47,7 +47,7 @@ def _fit(name, x, studies, have, seed, grid, what) -> tuple[object, dict, float,
                 f"{what}: the {part} studies with an embedding hold one class only; it "
                 "learns on train and is tuned on validation"
             )
-    result = tune(name, x[train], y[train], x[val], y[val], grid=grid, seed=seed)
+    result = tune(name, x[train], y[train], x[val], y[val], grid=grid, seed=seed, n_jobs=n_jobs)
     prob = np.full(len(studies), np.nan)
     rows = np.flatnonzero(have)
     prob[rows] = result.model.predict_proba(x[rows])[:, 1]
@@ -64,10 +64,13 @@ def _embedding_rows(
     return values, have
 
 
-def fit_probe(embedding: pd.DataFrame, studies, *, seed=0, grid=None, name="probe") -> EarlyFit:
-    """The embedding's linear probe: the elastic net on the embedding alone."""
+def fit_probe(
+    embedding: pd.DataFrame, studies, *, seed=0, grid=None, n_jobs=None, name="probe"
+) -> EarlyFit:
+    """The embedding's linear probe: the elastic net on the embedding alone (``grid``: the
+    elastic net's, None for its full grid)."""
     values, have = _embedding_rows(embedding, studies)
-    model, params, score, prob = _fit("elasticnet", values, studies, have, seed, grid, name)
+    model, params, score, prob = _fit("elasticnet", values, studies, have, seed, grid, name, n_jobs)
     columns = [f"embedding:{c}" for c in embedding.columns]
     return EarlyFit(pd.Series(prob, index=studies.index), model, params, score, columns)
 
@@ -81,6 +84,7 @@ def fit_early(
     model: str = "elasticnet",
     seed: int = 0,
     grid=None,
+    n_jobs=None,
     name: str = "early",
 ) -> EarlyFit:
     """``model`` on the embedding's columns followed by the EHR features (``ehr``: a DataFrame
@@ -98,6 +102,6 @@ def fit_early(
             x = x.toarray()
     else:
         x = np.hstack([values, np.asarray(ehr, dtype=np.float64)])
-    fitted, params, score, prob = _fit(model, x, studies, have, seed, grid, name)
+    fitted, params, score, prob = _fit(model, x, studies, have, seed, grid, name, n_jobs)
     columns = [f"embedding:{c}" for c in embedding.columns] + [f"ehr:{c}" for c in ehr_names]
     return EarlyFit(pd.Series(prob, index=studies.index), fitted, params, score, columns)
