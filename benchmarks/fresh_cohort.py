@@ -147,12 +147,12 @@ def _learned_designs(run: Path, cohort: Cohort, tmp: Path) -> dict[str, pd.Serie
             load_model(layout.fusion / f"{name}.skops").predict_proba(x)[:, 1], index=studies.index
         )
     for variant in sorted(p.name for p in layout.joint.glob("*") if (p / "last.ckpt").exists()):
-        record = layout.joint / variant / "features.json"
-        names = json.loads(record.read_text())["ehr_columns"] if record.exists() else ehr_names
+        path = layout.joint / variant / "features.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        names = record.get("ehr_columns", ehr_names)  # the EHR model's: the same tables
+        ckpt = layout.joint / variant / record.get("checkpoint", "last.ckpt")
         x = check_features(cohort.features(), names, what="the fresh EHR tables").to_numpy()
-        out[joint_name(variant)] = score_joint(
-            layout.joint / variant / "last.ckpt", folder, studies, x
-        )
+        out[joint_name(variant)] = score_joint(ckpt, folder, studies, x)
     return out
 
 

@@ -65,7 +65,7 @@ DESIGNS: dict[str, Design] = {
     "joint": Design(
         "joint",
         "joint",
-        "train (end to end, from the PENet checkpoint)",
+        "train (end to end, from the PENet checkpoint); validation (the epoch)",
         "no volume: the EHR model's probability; no EHR: the image model's",
     ),
 }

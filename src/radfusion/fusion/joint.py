@@ -66,6 +66,8 @@ class JointModule(L.LightningModule):
             self.mix = nn.Linear(2, 1)
         self.rows: torch.Tensor | None = None  # the cohort's standardised EHR rows, by position
         self.position: dict[int, int] = {}
+        self.val_labels: dict[int, int] = {}
+        self._val: dict[int, list[float]] = {}
 
     def start_from(self, image: nn.Module) -> None:
         """The encoder's weights from a trained image model; the EHR side silent at first."""
@@ -127,6 +129,23 @@ class JointModule(L.LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True)
         return loss
 
+    def on_validation_epoch_start(self):
+        self._val = {}
+
+    def validation_step(self, batch, batch_idx):
+        x, idx, _ = batch
+        prob = torch.sigmoid(self(x, self._ehr_rows(idx))).float().cpu().numpy()
+        for i, p in zip(idx.tolist(), prob, strict=True):
+            self._val.setdefault(int(i), []).append(float(p))
+
+    def on_validation_epoch_end(self):
+        from sklearn.metrics import roc_auc_score
+
+        ids = sorted(self._val)
+        y = np.array([self.val_labels[i] for i in ids])
+        p = np.array([aggregate(np.array(self._val[i]), self.cfg.aggregate) for i in ids])
+        self.log("val_auroc", float(roc_auc_score(y, p)) if len(set(y)) == 2 else 0.5)
+
     def on_train_epoch_start(self):
         self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)
 
@@ -173,7 +192,7 @@ def train_joint(
     trainer_args: dict | None = None,
 ) -> Path:
     """Train one joint variant into ``out`` (resuming from ``out/last.ckpt``); return the
-    final checkpoint."""
+    checkpoint of the epoch with the best validation AUROC."""
     from radfusion.imaging.inference import open_checkpoint
 
     image = open_checkpoint(image_checkpoint)
@@ -185,8 +204,23 @@ def train_joint(
     module.start_from(image.model)
     train = (cohort.studies["split"] == "train").to_numpy()
     module.set_ehr(ehr_matrix, cohort.studies.index, train)
+    module.val_labels = cohort.split("val")["label"].astype(int).to_dict()
     data = _StudyWindows(training_windows(cohort, cache_dir, config, normalized=not gpu))
     loader = DataLoader(data, batch_size=config.batch_size, **loader_options(config, gpu))
+    val = EvalWindows(
+        cache_dir,
+        cohort.split("val"),
+        window=config.window,
+        crop=config.crop,
+        stride=config.eval_stride,
+        normalized=not gpu,
+    )
+    val_loader = DataLoader(val, batch_size=config.batch_size, **loader_options(config, gpu))
+    # The epoch that scores the studies: the best validation AUROC (the EHR MLP overfits the
+    # train split's few hundred EHR rows within a few epochs); the last, to resume from.
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out, filename="best-{epoch}-{val_auroc:.4f}", monitor="val_auroc", mode="max"
+    )
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out, filename="joint-{epoch}", save_top_k=1, save_last=True, every_n_epochs=1
     )
@@ -194,10 +228,9 @@ def train_joint(
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[best, checkpoint, *callbacks],
         plugins=[AtomicCheckpointIO()],
         logger=L.pytorch.loggers.CSVLogger(out, name="logs"),
-        limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         deterministic=not gpu,
@@ -207,9 +240,17 @@ def train_joint(
     resume = last if last.exists() and usable(last) else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*val_dataloader.*")
-        trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
-    return last
+        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if resume else None)
+    chosen = best.best_model_path or _best_in(out)
+    return Path(chosen) if chosen else last
+
+
+def _best_in(folder: Path) -> str | None:
+    """A resumed run's best checkpoint (the callback of a finished run knows none)."""
+    from radfusion.imaging.checkpoints import best_checkpoint
+
+    found = best_checkpoint(folder)
+    return str(found) if found is not None else None
 
 
 def load_joint(path: Path) -> JointModule:

@@ -164,7 +164,7 @@ def _joint(ctx: Context) -> dict:
     studies = ctx.cohort.studies
     for variant in section.joint_variants:
         out = ctx.run.joint / variant
-        last = train_joint(
+        chosen = train_joint(
             ctx.cohort,
             folder,
             out,
@@ -177,10 +177,11 @@ def _joint(ctx: Context) -> dict:
             seed=ctx.config.seed,
             trainer_args=args,
         )
-        prob = score_joint(last, folder, studies, ehr)
+        prob = score_joint(chosen, folder, studies, ehr)
         frame = prob.rename("prob").reset_index().assign(split=studies["split"].to_numpy())
         write_csv(frame, out / "scores.csv", float_format="%.8f")
-        write_json({"ehr_columns": names}, out / "features.json")  # to score other cohorts
+        # What scores another cohort: the chosen epoch, and the EHR columns in order.
+        write_json({"checkpoint": chosen.name, "ehr_columns": names}, out / "features.json")
     return {"variants": list(section.joint_variants)}
 
 
