@@ -193,3 +193,19 @@ def test_a_hidden_image_is_scored_by_each_designs_fallback(run_copy):
     assert missing.loc[("test", "image"), "hidden"] == len(hidden)
     assert missing.loc[("test", "ehr"), "scored_without"] == 0
     assert missing.loc[("train", "image"), "hidden"] == 0
+
+
+def test_a_column_constant_on_train_weighs_nothing_in_the_joint_fusion():
+    """A code no train study has (0 throughout) but a test study does: standardised to
+    (almost) zero, not to value / 1e-6."""
+    from radfusion.fusion.joint import JointModule
+
+    module = JointModule({"model": "penet_tiny"}, "heads", ehr_width=2, hidden=4)
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [2.0, 5.0]])
+    module.set_ehr(x, [10, 11, 12, 13], np.array([True, True, True, False]))
+    import torch
+
+    rows = module._ehr_rows(torch.tensor([13, 10]))
+    sd = np.std([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(rows[:, 0].numpy(), [0.0, -1.0 / sd], atol=1e-6)
+    assert abs(float(rows[0, 1])) < 1e-9

@@ -40,6 +40,7 @@ from radfusion.imaging.windows import EvalWindows
 __all__ = ["JOINT_VARIANTS", "JointModule", "score_joint", "train_joint"]
 
 JOINT_VARIANTS = ("all", "heads")
+CONSTANT_SCALE = 1e12  # the sd given to an EHR column constant on the train split
 log = logging.getLogger("radfusion")
 
 
@@ -92,8 +93,12 @@ class JointModule(L.LightningModule):
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nan_to_num(np.nanmean(x[train], axis=0), nan=0.0)
             scale = np.nan_to_num(np.nanstd(x[train], axis=0), nan=1.0)
+        # A column constant on train carries nothing the MLP could have learnt: its scale is
+        # made so large that another cohort's values in it (a code train never saw) weigh
+        # nothing, instead of being multiplied a millionfold by a near-zero sd.
+        scale = np.where(scale > 1e-6, scale, CONSTANT_SCALE)
         self.ehr_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.ehr_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
+        self.ehr_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
         # A missing value (an empty cell) is the train mean's: 0 once standardised.
         x = np.where(np.isnan(x), self.ehr_mean.numpy()[None, :], x)
         self.rows = torch.as_tensor(x, dtype=torch.float32)
