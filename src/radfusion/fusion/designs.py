@@ -82,24 +82,13 @@ NO_INPUT = 0.5
 
 
 def _without(probs, column, design, studies, seed, opts) -> pd.Series:
-    """A late design's scores with ``column`` removed from every study."""
-    rest = probs.drop(columns=column)
+    """A late design's scores with ``column`` removed from every study (the strategy's own
+    fallback on what is left; a study left with nothing scores :data:`NO_INPUT`)."""
+    rest = probs.assign(**{column: np.nan})
     scored = rest.notna().any(axis=1)
     out = pd.Series(NO_INPUT, index=probs.index)
-    out.loc[scored] = (
-        fuse(rest.loc[scored], design, studies, seed, **opts)
-        if rest.shape[1] > 1
-        else _single(rest.loc[scored], design, studies, seed)
-    )
+    out.loc[scored] = fuse(rest.loc[scored], design, studies, seed, **opts)
     return out
-
-
-def _single(part, design, studies, seed) -> pd.Series:
-    from radfusion.fusion.late import _stacked
-
-    if design in ("stacked", "stacked_logit"):
-        return _stacked(part, studies, seed)
-    return part.iloc[:, 0]
 
 
 def _fill(primary: pd.Series, *fallbacks: pd.Series) -> pd.Series:
@@ -142,9 +131,11 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
     absent, inputs = {}, {}
 
     def column(model, hide):
-        full = probability_column(run.prediction(model), studies)
+        full = probability_column(run.prediction(model), studies)  # read once
         absent[model] = full.index[full.isna()]
-        inputs[model] = probability_column(run.prediction(model), studies, hide)
+        inputs[model] = full.copy()
+        if hide is not None and len(hide):
+            inputs[model].loc[hide] = np.nan
         return inputs[model]
 
     ehr = column("ehr", hidden_ehr)
