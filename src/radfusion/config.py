@@ -66,6 +66,11 @@ class DataSection(Section):
     master: str | None = None
     meds: str | None = None  # the MEDS root (holding data/ and metadata/)
     ct_dir: str | None = None  # the NIfTI volumes' folder
+    # A labelled study without a volume: "error" stops the load (the RadFusion release holds
+    # every volume, so one missing is a copy to mend); "ehr" keeps it, scored by the
+    # modalities it has (the EHR model, each fusion's fallback) and left out of the image
+    # models' training and metrics. None: error for the RadFusion layout, ehr for INSPECT.
+    without_volume: Literal["error", "ehr"] | None = None
 
 
 class PreprocessSection(Section):

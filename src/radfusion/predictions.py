@@ -59,7 +59,11 @@ def collect_prediction_files(sources: Iterable[str | os.PathLike]) -> list[Path]
 
 
 def read_predictions(
-    path: str | os.PathLike, studies: pd.DataFrame, *, allow_missing: bool = False
+    path: str | os.PathLike,
+    studies: pd.DataFrame,
+    *,
+    allow_missing: bool = False,
+    may_lack=(),
 ) -> tuple[pd.Series, list[str]]:
     """Read one model's predictions, checked against the cohort's ``studies`` (indexed by idx).
 
@@ -67,7 +71,8 @@ def read_predictions(
     prediction, a ``split`` column that contradicts the cohort's). Raises on a missing
     column, an idx that is not a whole non-negative number, a duplicated idx, a probability
     outside [0, 1] or not finite, an idx unknown to the cohort, and an incomplete test set
-    (unless ``allow_missing``).
+    (unless ``allow_missing``, or every absent test study is in ``may_lack``: the studies the
+    model could not score, such as an image model's studies without a volume).
     """
     path = Path(path)
     frame = read_user_csv(path, f"predictions file of model {path.stem!r}", "predictions")
@@ -113,11 +118,12 @@ def read_predictions(
         expected = studies.index[studies["split"] == split]
         absent = expected.difference(series.index)
         if len(absent):
+            unscorable = " (no volume to score)" if absent.isin(may_lack).all() else ""
             notes.append(
                 f"{path}: {len(absent)} of {len(expected)} {split} studies have no prediction "
-                f"(idx {preview(absent)})"
+                f"(idx {preview(absent)}){unscorable}"
             )
-            if split == "test" and not allow_missing:
+            if split == "test" and not allow_missing and len(absent.difference(may_lack)):
                 raise RadfusionError(
                     f"{path}: {len(absent)} of {len(expected)} test studies have no prediction "
                     f"(idx {preview(absent)}); predict them all, or pass --allow-missing to "
@@ -151,13 +157,18 @@ def write_embeddings(idx, values, path: str | os.PathLike, columns=None) -> Path
 
 
 def read_embeddings(
-    path: str | os.PathLike, studies: pd.DataFrame, *, allow_missing: bool = False
+    path: str | os.PathLike,
+    studies: pd.DataFrame,
+    *,
+    allow_missing: bool = False,
+    may_lack=(),
 ) -> tuple[pd.DataFrame, list[str]]:
     """One encoder's study embeddings, checked against the cohort's ``studies`` like a
     predictions file: an ``idx`` column of whole non-negative numbers, each once and known to
     the cohort, numeric finite values, the same width in every split, and every test study
-    present (unless ``allow_missing``). Returns float32 columns indexed by idx, and warnings
-    (val or train studies without a row: they are scored by the other modalities)."""
+    present (unless ``allow_missing``, or the absent ones are all in ``may_lack``: studies
+    without a volume). Returns float32 columns indexed by idx, and warnings (val or train
+    studies without a row: they are scored by the other modalities)."""
     import numpy as np
 
     path = regular_file(path, "embeddings file", "embeddings")
@@ -226,7 +237,7 @@ def read_embeddings(
                 f"{path}: {len(absent)} of {len(expected)} {name} studies have no embedding "
                 f"(idx {preview(absent)}); they are scored by their other modalities"
             )
-            if name == "test" and not allow_missing:
+            if name == "test" and not allow_missing and len(absent.difference(may_lack)):
                 raise RadfusionError(
                     f"{path}: {len(absent)} of {len(expected)} test studies have no embedding "
                     f"(idx {preview(absent)}); embed them all, or --set "

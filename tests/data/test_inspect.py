@@ -113,7 +113,7 @@ def test_every_problem_of_a_broken_copy_is_reported_at_once(inspect_cohort, tmp_
     assert "more than one split" in text
     assert f"{files[0]}: not a readable NIfTI file" in text
     warnings = "\n".join(report.warnings)
-    assert "1 labelled stud(ies) without a NIfTI volume" in warnings
+    assert "1 labelled stud(ies) without a volume (image_id" in warnings
     assert "1 NIfTI volume(s) without a labelled study (99999_2019-01-01 00:00:00)" in warnings
 
 

@@ -122,6 +122,8 @@ def test_an_inspect_run_transfers_its_ehr_model_to_another_inspect_cohort(task_r
     _, run, _ = task_run
     other = tmp_path / "other"
     write_inspect_cohort(other, 60, seed=11, size=16, slice_range=(24, 32))
+    lost = sorted(other.rglob("*.nii.gz"))[0]  # a study of B without a volume
+    lost.unlink()
     result = external_validation(run.tasks / "PE", other, tmp_path / "ext", n_boot=200)
     assert {"image", "ehr", "fusion_mean"} <= set(result.models)
     assert "fusion_weighted" in result.not_transferred
@@ -134,7 +136,12 @@ def test_an_inspect_run_transfers_its_ehr_model_to_another_inspect_cohort(task_r
     )
     image = pd.read_csv(out.prediction("image")).set_index("idx")["prob"]
     mean = pd.read_csv(out.prediction("fusion_mean")).set_index("idx")["prob"]
-    np.testing.assert_allclose(mean, (image.loc[mean.index] + prob.loc[mean.index]) / 2)
+    meta = pd.read_csv(other / "Final_metadata.csv").set_index("image_id")
+    unimaged = meta.loc[lost.name, "impression_id"]
+    assert unimaged not in image.index and len(image) == len(prob) - 1
+    assert mean.loc[unimaged] == pytest.approx(prob.loc[unimaged])  # the EHR model alone
+    both = image.index
+    np.testing.assert_allclose(mean.loc[both], (image + prob.loc[both]) / 2)
     shift = pd.read_csv(out.root / "calibration_shift.csv")
     assert set(shift["cohort"]) == {"internal", "external"}
     ehr = shift[(shift["model"] == "ehr") & (shift["cohort"] == "external")].iloc[0]

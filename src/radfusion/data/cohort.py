@@ -8,7 +8,9 @@ the same but returns the findings instead of raising.
 Choices where the release leaves room:
 
 * a labelled study without a volume is an **error** when the folder has volumes at all (the
-  imaging stages would silently drop it); a folder with no volumes is a warning (EHR-only use);
+  release holds every one, so a missing one is a copy to mend), unless
+  ``data.without_volume=ehr`` keeps it, to be scored by its EHR (a warning counts them); a
+  folder with no volumes is a warning (EHR-only use);
 * a volume without a label is a **warning**: it is ignored (a user may evaluate a subset);
 * negatives' ``pe_type`` is ignored, whatever it says; studies shorter than one 24-slice
   window are a warning (the window datasets pad them).
@@ -25,7 +27,13 @@ import numpy as np
 import pandas as pd
 
 from radfusion.data.ehr_tables import read_release_table, read_release_tables
-from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
+from radfusion.data.findings import (
+    Findings,
+    bad_ids,
+    preview,
+    read_csv_checked,
+    without_volume_note,
+)
 from radfusion.data.labels import read_labels
 from radfusion.data.layout import ANNOTATIONS_FILE, EHR_TABLES, SPLITS, WINDOW_SLICES
 from radfusion.data.volumes import detect_intercept, find_volumes, open_volume, read_header
@@ -143,6 +151,17 @@ class Cohort:
         return self.studies[self.studies["split"] == name]
 
     # --- volumes ---------------------------------------------------------------------------
+    @property
+    def has_volume(self) -> pd.Series:
+        """Whether each study (``studies``' rows) has a volume."""
+        return self.studies["volume_path"].notna()
+
+    def imaged(self) -> Cohort:
+        """The cohort's studies with a volume: what an image model trains on and scores
+        (the others are scored by the EHR model and the fusions' fallbacks)."""
+        has = self.has_volume
+        return self if has.all() else replace(self, studies=self.studies[has.to_numpy()])
+
     def volume(self, idx: int) -> np.ndarray:
         """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``); a
         NIfTI volume is read whole, in HU and in the cohort's orientation."""
@@ -231,7 +250,8 @@ def validate_cohort(
     if labels is None:
         return ValidationReport(findings.errors, findings.warnings, None)
     tables = read_release_tables(root, findings, labels.index)
-    volumes = _volume_index(root, labels, findings)
+    keep = getattr(data, "without_volume", None) == "ehr"
+    volumes = _volume_index(root, labels, findings, keep)
     annotations = _annotations(root, labels, volumes, findings)
     if findings.errors:
         return ValidationReport(findings.errors, findings.warnings, None)
@@ -296,7 +316,9 @@ def _validate_inspect(root: Path, findings: Findings, data, *, volumes: bool = T
     return ValidationReport(findings.errors, cohort.warnings, cohort)
 
 
-def _volume_index(root: Path, labels: pd.DataFrame, findings: Findings) -> pd.DataFrame:
+def _volume_index(
+    root: Path, labels: pd.DataFrame, findings: Findings, keep_without_volume: bool
+) -> pd.DataFrame:
     found = find_volumes(root)
     columns = ["volume_path", "slices", "rows", "cols", "dtype"]
     if not found:
@@ -317,10 +339,13 @@ def _volume_index(root: Path, labels: pd.DataFrame, findings: Findings) -> pd.Da
             f"(idx {preview(unlabelled)}); ignored"
         )
     missing = labels.index.difference(list(found))
-    if len(missing):
+    if len(missing) and keep_without_volume:
+        findings.warn(without_volume_note(len(missing), f"idx {preview(missing)}"))
+    elif len(missing):
         findings.error(
             f"{root}: {len(missing)} labelled stud(ies) without a volume (idx {preview(missing)}); "
-            "add the {idx}.npy files or remove the studies from Labels.csv"
+            "add the {idx}.npy files, remove the studies from Labels.csv, or pass --set "
+            "data.without_volume=ehr to score them by their EHR alone"
         )
     rows = {}
     for idx in labels.index.intersection(list(found)):

@@ -13,7 +13,15 @@ import pandas as pd
 from radfusion.errors import RadfusionError
 from radfusion.io import read_user_csv
 
-__all__ = ["Findings", "bad_ids", "checked_ids", "preview", "read_csv_checked", "suggest"]
+__all__ = [
+    "Findings",
+    "bad_ids",
+    "checked_ids",
+    "preview",
+    "read_csv_checked",
+    "suggest",
+    "without_volume_note",
+]
 
 #: The largest study idx: beyond it a float no longer holds every whole number exactly.
 MAX_IDX = 2**53
@@ -91,3 +99,11 @@ def read_csv_checked(
         findings.error(f"{path}: has a header but no rows; {fix}")
         return None
     return frame
+
+
+def without_volume_note(count: int, which: str) -> str:
+    """The warning for labelled studies kept without a volume (``data.without_volume=ehr``)."""
+    return (
+        f"{count} labelled stud(ies) without a volume ({which}): scored by the EHR model and "
+        "each fusion's fallback, left out of the image models' training and metrics"
+    )

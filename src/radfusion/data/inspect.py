@@ -28,8 +28,9 @@ features. Each study's idx is its ``impression_id`` (a whole number in the relea
 Every problem is collected, as for the RadFusion layout: unreadable or missing files, unknown
 label or split values, duplicated studies, a patient in two splits and NIfTI files that do not
 open are errors; ids that do not link (a label without a volume, a volume without a label, a
-study without a MEDS subject) are warnings, and a study without a volume is left out (its
-count is in the warning), since the imaging stages could not score it.
+study without a MEDS subject) are warnings. A study without a volume is kept and scored by the
+modalities it has (the EHR model, each fusion's fallback; ``data.without_volume=error`` makes
+it an error instead).
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radfusion.data.findings import Findings, bad_ids, preview, read_csv_checked
+from radfusion.data.findings import (
+    Findings,
+    bad_ids,
+    preview,
+    read_csv_checked,
+    without_volume_note,
+)
 
 __all__ = [
     "INSPECT_TASKS",
@@ -330,10 +337,17 @@ def _from_files(files: InspectFiles, findings: Findings) -> pd.DataFrame | None:
 
 
 def read_inspect(
-    root: Path, findings: Findings, paths: dict | None = None, *, volumes: bool = True
+    root: Path,
+    findings: Findings,
+    paths: dict | None = None,
+    *,
+    volumes: bool = True,
+    without_volume: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path | None] | None:
     """The studies (indexed by idx) and their task labels, and the MEDS root; or None when an
-    error stops the read. ``volumes`` also indexes and opens every NIfTI file's header."""
+    error stops the read. ``volumes`` also indexes and opens every NIfTI file's header; a
+    labelled study without one is kept (NaN volume columns, a warning) unless
+    ``without_volume`` is ``"error"``."""
     files = find_inspect_files(root, paths, findings)
     table = _from_master(files.master, findings) if files.master and not files.labels else None
     if table is None and not (files.master and not files.labels):
@@ -363,12 +377,13 @@ def read_inspect(
     tasks = table[[t for t in INSPECT_TASKS if t in table.columns]].copy()
     studies = table.drop(columns=list(tasks.columns))
     if volumes:
-        studies = _link_volumes(studies, files, findings)
-        tasks = tasks.loc[studies.index]
+        studies = _link_volumes(studies, files, findings, without_volume != "error")
     return studies, tasks, files.meds
 
 
-def _link_volumes(studies: pd.DataFrame, files: InspectFiles, findings: Findings):
+def _link_volumes(
+    studies: pd.DataFrame, files: InspectFiles, findings: Findings, keep_without_volume: bool
+):
     from radfusion.data.nifti import nifti_header
 
     known = set(studies["image_id"])
@@ -378,14 +393,16 @@ def _link_volumes(studies: pd.DataFrame, files: InspectFiles, findings: Findings
             f"{len(spare)} NIfTI volume(s) without a labelled study ({preview(spare, 3)}); ignored"
         )
     has = studies["image_id"].isin(list(files.ct))
-    if not has.all():
-        findings.warn(
-            f"{int((~has).sum())} labelled stud(ies) without a NIfTI volume (image_id "
-            f"{preview(studies.loc[~has, 'image_id'], 3)}); left out"
+    which = f"image_id {preview(studies.loc[~has, 'image_id'], 3)}"
+    if not has.all() and keep_without_volume:
+        findings.warn(without_volume_note(int((~has).sum()), which))
+    elif not has.all():
+        findings.error(
+            f"{int((~has).sum())} labelled stud(ies) without a NIfTI volume ({which}); add "
+            "the files, or pass --set data.without_volume=ehr to score them by their EHR alone"
         )
-    studies = studies[has].copy()
     rows = {}
-    for idx, image_id in studies["image_id"].items():
+    for idx, image_id in studies.loc[has, "image_id"].items():
         path = files.ct[image_id]
         try:
             shape, spacing = nifti_header(path)
@@ -396,7 +413,7 @@ def _link_volumes(studies: pd.DataFrame, files: InspectFiles, findings: Findings
     columns = ["volume_path", "slices", "rows", "cols", "dtype", "slice_spacing"]
     columns += ["row_spacing", "col_spacing"]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
-    return studies.join(frame)
+    return studies.join(frame)  # a study without a volume: NaN in every volume column
 
 
 def inspect_paths(section) -> dict:

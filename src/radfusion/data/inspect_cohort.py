@@ -100,7 +100,13 @@ def read_inspect_cohort(root: Path, findings: Findings, data=None, *, volumes: b
     """What a :class:`~radfusion.data.cohort.Cohort` of an INSPECT folder is made of (its
     ``studies`` with every study, ``tasks``, ``meds_root`` and the events read for the
     groups), or None when an error stops the read; the problems go to ``findings``."""
-    read = read_inspect(root, findings, inspect_paths(data), volumes=volumes)
+    read = read_inspect(
+        root,
+        findings,
+        inspect_paths(data),
+        volumes=volumes,
+        without_volume=getattr(data, "without_volume", None),
+    )
     if read is None:
         return None
     studies, tasks, meds = read

@@ -428,11 +428,14 @@ def evaluate_files(
     allow_missing: bool = False,
     min_cell_size: int = 10,
     data_section=None,
+    may_lack: dict | None = None,
 ) -> Evaluation:
     """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
     and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv``,
     ``subtypes.csv`` and ``intersections.csv``. ``data_section`` (the config's ``data``)
-    names the cohort's layout and the task whose label is scored."""
+    names the cohort's layout and the task whose label is scored. ``may_lack`` maps a model
+    to the studies it could not score (an image model's studies without a volume): it is
+    evaluated on the rest, as the paired comparisons always are."""
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
@@ -444,7 +447,7 @@ def evaluate_files(
     predictions, notes = {}, []
     for path in collect_prediction_files(sources):
         predictions[path.stem], file_notes = read_predictions(
-            path, studies, allow_missing=allow_missing
+            path, studies, allow_missing=allow_missing, may_lack=(may_lack or {}).get(path.stem, ())
         )
         notes.extend(file_notes)
     result = evaluate(studies, predictions, n_boot=n_boot, seed=seed, min_cell_size=min_cell_size)

@@ -157,7 +157,8 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
             no_ehr = _without(probs, "ehr", design, studies, seed, opts)
             out.add(fusion_name(model, design), design, f"{model}+ehr", full, no_ehr, no_image)
     if "early" in section.designs:
-        _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent)
+        unimaged = studies.index[~cohort.has_volume.to_numpy()]
+        _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent, unimaged)
     if "joint" in section.designs:
         image = images.get("image")
         if image is None:
@@ -203,9 +204,10 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
     return {"models": len(out.prob)}
 
 
-def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent):
+def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent, unimaged):
     """The probe and the early fusion of every embeddings file. Their grids are the EHR
-    model's (``ehr.grid``) where it is the same estimator, else the estimator's full grid."""
+    model's (``ehr.grid``) where it is the same estimator, else the estimator's full grid.
+    ``unimaged``: the studies without a volume, which no CT encoder could embed."""
     from radfusion.ehr.persistence import save_model
 
     section, seed, allow_missing = config.fusion, config.seed, config.evaluation.allow_missing
@@ -225,7 +227,9 @@ def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent)
     features = ehr_features()
     for path in files:
         encoder = path.stem
-        embedding, notes = read_embeddings(path, studies, allow_missing=allow_missing)
+        embedding, notes = read_embeddings(
+            path, studies, allow_missing=allow_missing, may_lack=unimaged
+        )
         for note in notes:
             log.warning("%s", note)
         absent[f"embedding:{encoder}"] = studies.index.difference(embedding.index)

@@ -123,6 +123,8 @@ def train_image(
     (:class:`radfusion.imaging.inference.StudyEmbeddings`). Rerun, it resumes from
     ``out_dir/checkpoints/last.ckpt``.
 
+    Studies without a volume (``data.without_volume=ehr``) are neither trained on nor scored.
+
     ``section`` is the config's ``image`` or ``slicenet`` section: its recipe, seeded by its
     own seed or ``seed``, and its devices, logger and pretrained weights; ``trainer_args`` adds
     to Lightning's. Returns the chosen checkpoint and the predictions. A second training in
@@ -132,6 +134,7 @@ def train_image(
     the validation AUROC is computed from all ranks' windows; rank 0 alone writes the
     checkpoints, the record and the predictions. The other ranks return ``(None, None)``."""
     out = Path(out_dir)
+    cohort = cohort.imaged()  # a study without a volume is scored by the other modalities
     if isinstance(section, ImageSection):
         config = section.train_config(seed)
         args, pretrained, logger = section.trainer_args(), section.pretrained, section.logger

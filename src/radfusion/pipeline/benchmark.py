@@ -161,11 +161,14 @@ def _joint(ctx: Context) -> dict:
     folder = cache_folder(ctx.cache, steps.cache_params(ctx.config.preprocess))
     ehr, names = steps.dense_ehr(ctx.cohort, ctx.config.ehr)
     args = {**ctx.config.image.trainer_args(), **ctx.trainer_args}
-    studies = ctx.cohort.studies
+    # A study without a volume is the fusion stage's to score (the joint design's fallback).
+    imaged = ctx.cohort.imaged()
+    ehr = ehr[ctx.cohort.has_volume.to_numpy()]
+    studies = imaged.studies
     for variant in section.joint_variants:
         out = ctx.run.joint / variant
         chosen = train_joint(
-            ctx.cohort,
+            imaged,
             folder,
             out,
             run_checkpoint(ctx.run.root, "image"),
@@ -200,7 +203,13 @@ def _evaluate(ctx: Context) -> None:
         ctx.config.evaluation,
         ctx.config.seed,
         data_section=ctx.config.data,
+        may_lack={model: _unimaged(ctx) for model in _trained_images(ctx.config)},
     )
+
+
+def _unimaged(ctx: Context) -> pd.Index:
+    """The studies without a volume: the image models' to leave unscored."""
+    return ctx.cohort.studies.index[~ctx.cohort.has_volume.to_numpy()]
 
 
 def _report(ctx: Context) -> None:

@@ -177,7 +177,7 @@ def _fusions(run: RunDir, out: RunDir, scored: list[str], skipped: dict[str, str
             continue
         probs = pd.DataFrame({m: _probs(out.prediction(m)) for m in (image, "ehr")})
         studies = pd.DataFrame({"split": "test", "label": -1}, index=probs.index)
-        fused = fuse(probs, strategy, studies)
+        fused = fuse(probs, strategy, studies, partial=True)  # no volume: the EHR model alone
         frame = pd.DataFrame({"idx": fused.index, "prob": fused.to_numpy(), "split": "test"})
         write_csv(frame, out.prediction(name), float_format="%.8f")
         made.append(name)
@@ -283,7 +283,11 @@ def external_validation(
         scored.append("ehr")
     scored += _fusions(run, target, scored, skipped)
     thresholds = run_thresholds(run.root)
-    predictions = {m: read_predictions(target.prediction(m), cohort.studies)[0] for m in scored}
+    unimaged = cohort.studies.index[~cohort.has_volume.to_numpy()]
+    predictions = {
+        m: read_predictions(target.prediction(m), cohort.studies, may_lack=unimaged)[0]
+        for m in scored
+    }
     result = evaluate(
         cohort.studies,
         predictions,

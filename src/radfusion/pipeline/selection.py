@@ -48,7 +48,8 @@ def selection_table(cohort, cache_folder: Path, run: RunDir, models: list[str]) 
     """The table for each trained imaging model, written to ``run.selection``."""
     from radfusion.imaging.inference import open_checkpoint, predict_studies
 
-    scored = cohort.studies[cohort.studies["split"].isin(["val", "test"])]
+    studies = cohort.imaged().studies
+    scored = studies[studies["split"].isin(["val", "test"])]
     y = scored["label"].to_numpy().astype(bool)
     val = (scored["split"] == "val").to_numpy()
     rows = []

@@ -275,10 +275,18 @@ def fuse_predictions(
 
 
 def evaluate_predictions(
-    data, sources, out: Path, section: EvaluationSection, seed: int, *, data_section=None
+    data,
+    sources,
+    out: Path,
+    section: EvaluationSection,
+    seed: int,
+    *,
+    data_section=None,
+    may_lack: dict | None = None,
 ):
     """The paper's evaluation of every predictions file in ``sources`` into ``out``;
-    ``data_section`` (the config's ``data``) says the cohort's layout and task."""
+    ``data_section`` (the config's ``data``) says the cohort's layout and task, ``may_lack``
+    the studies each model could not score (:func:`evaluate_files`)."""
     from radfusion.evaluation.evaluate import evaluate_files
 
     return evaluate_files(
@@ -290,6 +298,7 @@ def evaluate_predictions(
         allow_missing=section.allow_missing,
         min_cell_size=section.min_cell_size,
         data_section=data_section,
+        may_lack=may_lack,
     )
 
 

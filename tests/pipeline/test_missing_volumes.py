@@ -1,0 +1,142 @@
+"""Studies without a volume (``data.without_volume=ehr``): kept by either layout, left out of
+the image models, scored by the EHR model and each fusion's fallback, and evaluated by each
+model on the studies it could score."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from radfusion.config import load_config
+from radfusion.data.cohort import validate_cohort
+from radfusion.pipeline.benchmark import run_benchmark
+
+from ..conftest import TINY
+
+KEEP = "data.without_volume=ehr"
+
+
+def _remove_volumes(root, per_split: dict[str, int]) -> pd.Index:
+    labels = pd.read_csv(root / "Labels.csv").set_index("idx")
+    gone = []
+    for split, count in per_split.items():
+        for idx in labels.index[labels["split"] == split][:count]:
+            next(root.glob(f"*/{idx}.npy")).unlink()
+            gone.append(int(idx))
+    return pd.Index(sorted(gone), name="idx")
+
+
+def test_a_release_study_without_a_volume_is_an_error_unless_kept(cohort_copy):
+    gone = _remove_volumes(cohort_copy, {"train": 1, "test": 2})
+    report = validate_cohort(cohort_copy)
+    assert report.cohort is None
+    (error,) = report.errors
+    assert "3 labelled stud(ies) without a volume" in error
+    assert "--set data.without_volume=ehr" in error
+    kept = validate_cohort(cohort_copy, data=load_config(None, [KEEP]).data)
+    assert kept.ok, kept.errors
+    cohort = kept.cohort
+    assert any("3 labelled stud(ies) without a volume" in w for w in kept.warnings)
+    assert list(cohort.studies.index[~cohort.has_volume]) == list(gone)
+    imaged = cohort.imaged()
+    assert len(imaged.studies) == len(cohort.studies) - 3
+    assert not imaged.studies.index.isin(gone).any()
+
+
+def test_an_inspect_study_without_a_volume_is_kept_unless_refused(inspect_cohort, tmp_path):
+    root = tmp_path / "inspect"
+    shutil.copytree(inspect_cohort, root)
+    meta = pd.read_csv(root / "Final_metadata.csv")
+    name = meta["image_id"].iloc[0]  # the file's name, as the release spells it
+    next(root.rglob(name)).unlink()
+    image_id = name.removesuffix(".nii.gz")
+    report = validate_cohort(root)
+    assert report.ok, report.errors
+    cohort = report.cohort
+    missing = cohort.studies.index[~cohort.has_volume]
+    assert list(cohort.studies.loc[missing, "image_id"]) == [image_id]
+    assert any("1 labelled stud(ies) without a volume" in w for w in report.warnings)
+    refused = validate_cohort(root, data=load_config(None, ["data.without_volume=error"]).data)
+    assert not refused.ok and "without a NIfTI volume" in "\n".join(refused.errors)
+
+
+@pytest.fixture(scope="module")
+def partial_run(small_cohort, tmp_path_factory):
+    root = tmp_path_factory.mktemp("partial")
+    data = root / "cohort"
+    shutil.copytree(small_cohort, data)
+    gone = _remove_volumes(data, {"train": 2, "val": 1, "test": 3})
+    config = load_config(
+        None,
+        [
+            *TINY,
+            KEEP,
+            "fusion.designs=[mean, stacked_logit, early, joint]",
+            "fusion.joint_variants=[heads]",
+            "fusion.joint_epochs=1",
+            "slicenet.enabled=false",
+            "image.max_epochs=2",
+        ],
+    )
+    run = root / "run"
+    run_benchmark(data, run, config)
+    return data, run, gone
+
+
+def _prob(run, name) -> pd.Series:
+    return pd.read_csv(run / "predictions" / f"{name}.csv").set_index("idx")["prob"]
+
+
+def test_the_image_model_leaves_them_out_and_every_fusion_scores_them(partial_run):
+    data, run, gone = partial_run
+    labels = pd.read_csv(data / "Labels.csv").set_index("idx")
+    image, ehr = _prob(run, "image"), _prob(run, "ehr")
+    assert not image.index.isin(gone).any()
+    assert len(image) == len(labels) - len(gone)
+    assert ehr.index.equals(labels.index.sort_values())
+    for name in ("fusion_mean", "fusion_early", "fusion_joint_heads"):
+        fused = _prob(run, name)
+        assert fused.index.equals(ehr.index), name
+        # Each design's fallback without an image: the EHR model's probability.
+        np.testing.assert_allclose(fused.loc[gone], ehr.loc[gone], atol=1e-7, err_msg=name)
+    stacked = _prob(run, "fusion_stacked_logit")
+    assert stacked.loc[gone].between(0, 1).all()
+    # Its fallback is a monotone recalibration of the EHR model: the same order.
+    order = ehr.loc[gone].sort_values().index
+    assert stacked.loc[order].is_monotonic_increasing
+    scored = [p.stem for p in (run / "embeddings").glob("*.parquet")]
+    assert scored == ["image"]
+    embedded = pd.read_parquet(run / "embeddings" / "image.parquet")
+    assert not embedded["idx"].isin(gone).any()
+    missing = pd.read_csv(run / "fusion" / "missing.csv").set_index(["split", "input"])
+    assert missing.loc[("test", "image"), "absent"] == 3
+    assert missing.loc[("val", "image"), "absent"] == 1
+    assert missing.loc[("train", "image"), "absent"] == 2
+    assert missing.loc[("test", "ehr"), "absent"] == 0
+
+
+def test_each_model_is_evaluated_on_the_studies_it_scored(partial_run):
+    data, run, gone = partial_run
+    labels = pd.read_csv(data / "Labels.csv").set_index("idx")
+    test = labels.index[labels["split"] == "test"]
+    metrics = pd.read_csv(run / "eval" / "metrics.csv")
+    overall = metrics.query("attribute == 'overall' and subset == 'all' and metric == 'auroc'")
+    by = overall.set_index("model")
+    image = _prob(run, "image")
+    have = test.difference(gone)
+    assert by.loc["image", "n"] == len(have)
+    assert by.loc["image", "value"] == pytest.approx(
+        roc_auc_score(labels.loc[have, "label"], image.loc[have])
+    )
+    mean = _prob(run, "fusion_mean")
+    assert by.loc["fusion_mean", "n"] == len(test)
+    assert by.loc["fusion_mean", "value"] == pytest.approx(
+        roc_auc_score(labels.loc[test, "label"], mean.loc[test])
+    )
+    page = (run / "report" / "report.html").read_text()
+    assert f"image.csv: 3 of {len(test)} test studies have no prediction" in page
+    assert "(no volume to score)" in page
