@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -143,7 +142,7 @@ def test_no_design_learns_from_the_test_labels(benchmark_run, tmp_path):
     other = dataclasses.replace(cohort, studies=flipped)
     features = steps.ehr_features(cohort, config.ehr)
     a = _fuse_into(run_src, tmp_path / "a", cohort, config, features)
-    b = _fuse_into(run_src, tmp_path / "b", SimpleNamespace(studies=flipped), config, features)
+    b = _fuse_into(run_src, tmp_path / "b", other, config, features)
     written = sorted(p.name for p in a.predictions.glob("*.csv"))
     assert {"fusion_early.csv", "probe_image.csv", "fusion_stacked_logit.csv"} <= set(written)
     for name in written:

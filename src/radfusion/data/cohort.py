@@ -150,6 +150,14 @@ class Cohort:
     def split(self, name: str) -> pd.DataFrame:
         return self.studies[self.studies["split"] == name]
 
+    @property
+    def has_ehr(self) -> pd.Series:
+        """Whether each study has an EHR (an INSPECT study whose patient is not in the MEDS
+        data has none; the release's tables hold a row for every study)."""
+        if "has_ehr" not in self.studies.columns:
+            return pd.Series(True, index=self.studies.index)
+        return self.studies["has_ehr"].astype(bool)
+
     # --- volumes ---------------------------------------------------------------------------
     @property
     def has_volume(self) -> pd.Series:
@@ -159,8 +167,13 @@ class Cohort:
     def imaged(self) -> Cohort:
         """The cohort's studies with a volume: what an image model trains on and scores
         (the others are scored by the EHR model and the fusions' fallbacks)."""
-        has = self.has_volume
-        return self if has.all() else replace(self, studies=self.studies[has.to_numpy()])
+        return self.subset(self.has_volume.to_numpy())
+
+    def subset(self, mask) -> Cohort:
+        """The cohort restricted to the studies ``mask`` (a boolean array in ``studies``
+        order) selects."""
+        mask = np.asarray(mask, dtype=bool)
+        return self if mask.all() else replace(self, studies=self.studies[mask])
 
     def volume(self, idx: int) -> np.ndarray:
         """The study's stored volume, memory-mapped (values as stored; see ``volume_hu``); a

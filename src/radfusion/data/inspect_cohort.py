@@ -69,21 +69,21 @@ def _groups(studies: pd.DataFrame, meds: Path | None, findings: Findings, events
             "no MEDS EHR found (a folder with data/*.parquet and metadata/); EHR models and the "
             "gender, race and age groups are unavailable; name it with --set data.meds=FOLDER"
         )
-        return group_columns(empty)
+        return group_columns(empty).assign(has_ehr=False)
     from radfusion.data.meds import read_event_arrays, study_groups
 
     try:
         events = read_event_arrays(meds)
     except RadfusionError as exc:
         findings.error(str(exc))
-        return group_columns(empty)
+        return group_columns(empty).assign(has_ehr=False)
     events_cache["events"] = events
     linked = studies["subject_id"].isin(events.subjects)
     if not linked.all():
         findings.warn(
             f"{meds}: {int((~linked).sum())} stud(ies) without a MEDS subject (image_id "
-            f"{preview(studies.loc[~linked, 'image_id'], 3)}); their EHR features are empty "
-            "and their groups Unknown"
+            f"{preview(studies.loc[~linked, 'image_id'], 3)}): no EHR, so scored by the image "
+            "models and each fusion's fallback, left out of the EHR model; groups Unknown"
         )
     groups = study_groups(events, studies)
     out = group_columns(groups)
@@ -93,6 +93,7 @@ def _groups(studies: pd.DataFrame, meds: Path | None, findings: Findings, events
             f"{meds}: {int(unknown.sum())} linked stud(ies) without a gender code before their "
             "prediction time; gender group 'Unknown'"
         )
+    out["has_ehr"] = linked.reindex(out.index).to_numpy()
     return out
 
 

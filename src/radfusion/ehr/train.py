@@ -2,7 +2,8 @@
 
 Writes, under the run directory:
 
-* ``predictions/ehr.csv``: ``idx``, ``prob``, ``split`` for every study of every split;
+* ``predictions/ehr.csv``: ``idx``, ``prob``, ``split`` for every study of every split that
+  has an EHR;
 * ``ehr/model.skops``: the fitted pipeline (skops, loaded with an allow-list: no pickle);
 * ``ehr/model.json``: model name, chosen hyper-parameters, seed, feature source and names,
   validation AUROC, notes (e.g. fits that did not converge);
@@ -202,8 +203,13 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
     features = built.source
     if featuriser is not None and model != "elasticnet" and x.shape[1] <= DENSE_LIMIT:
         x = x.toarray()  # hgb takes dense input; tune() refuses a wider matrix
-    y = cohort.studies["label"].to_numpy()
-    split = cohort.studies["split"].to_numpy()
+    # A study without an EHR (no MEDS subject) is neither learnt from nor scored: the image
+    # models and the fusions' fallbacks score it.
+    rows = np.flatnonzero(cohort.has_ehr.to_numpy())
+    if len(rows) < len(cohort.studies):
+        x = x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
+    y = cohort.studies["label"].to_numpy()[rows]
+    split = cohort.studies["split"].to_numpy()[rows]
     train, val = split == "train", split == "val"
     result = tune(
         model, x[train], y[train], x[val], y[val], grid=grid, cv=cv, seed=seed, n_jobs=n_jobs
@@ -211,7 +217,8 @@ def _train_ehr(cohort, out_dir, model, features, meds_dir, seed, cv, grid, n_job
     prob = result.model.predict_proba(x)[:, 1]
     if not np.isfinite(prob).all():  # a pipeline bug, never the user's: keep the traceback
         raise AssertionError("the EHR model produced non-finite probabilities")
-    predictions = pd.DataFrame({"idx": cohort.studies.index, "prob": prob, "split": split})
+    idx = cohort.studies.index[rows]
+    predictions = pd.DataFrame({"idx": idx, "prob": prob, "split": split})
     val_auroc = float(roc_auc_score(y[val], prob[val]))
 
     write_csv(predictions, run.prediction("ehr"), float_format="%.8f")

@@ -171,8 +171,8 @@ def fuse_run(cohort, run: RunDir, config, image_models: list[str], ehr_features)
             joint = frame.copy()
             if hidden_image is not None:
                 joint.loc[hidden_image] = np.nan
-            if hidden_ehr is not None:
-                joint.loc[hidden_ehr] = image.loc[hidden_ehr]
+            no_ehr = ehr.index[ehr.isna()]  # absent or hidden: the image model's probability
+            joint.loc[no_ehr] = image.loc[no_ehr]
             full = _fill(joint, ehr)
             out.add(
                 joint_name(variant),
@@ -211,7 +211,10 @@ def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent,
     from radfusion.ehr.persistence import save_model
 
     section, seed, allow_missing = config.fusion, config.seed, config.evaluation.allow_missing
-    hidden_image, hidden_ehr = hidden.get("image"), hidden.get("ehr")
+    hidden_image = hidden.get("image")
+    # Studies the EHR model wrote nothing for have no EHR: the early fusion neither learns
+    # from their (empty) feature rows nor scores them (the probe does).
+    with_ehr = ~studies.index.isin(absent["ehr"])
 
     def grid(model: str):
         return config.ehr.grid if config.ehr.model == model else None
@@ -251,11 +254,11 @@ def _early(run, studies, config, ehr, hidden, ehr_features, out, inputs, absent,
             grid=grid(section.early_model),
             n_jobs=jobs,
             name=early_name,
+            rows=with_ehr,
         )
         probe_prob = probe.prob
         full = early.prob.copy()
-        if hidden_ehr is not None:
-            full.loc[hidden_ehr] = np.nan
+        full.loc[ehr.index[ehr.isna()]] = np.nan  # no EHR (absent or hidden): the probe
         full = _fill(full, probe_prob, ehr)
         out.add(
             early_name,

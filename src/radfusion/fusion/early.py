@@ -86,10 +86,14 @@ def fit_early(
     grid=None,
     n_jobs=None,
     name: str = "early",
+    rows: np.ndarray | None = None,
 ) -> EarlyFit:
     """``model`` on the embedding's columns followed by the EHR features (``ehr``: a DataFrame
-    or a scipy.sparse matrix, rows in ``studies`` order)."""
+    or a scipy.sparse matrix, rows in ``studies`` order). ``rows`` (a mask) limits it to the
+    studies with an EHR; the others, like those without an embedding, get NaN."""
     values, have = _embedding_rows(embedding, studies)
+    if rows is not None:
+        have = have & rows
     if scipy.sparse.issparse(ehr):
         x = scipy.sparse.hstack([scipy.sparse.csr_matrix(values), ehr], format="csr")
         if model != "elasticnet":

@@ -161,14 +161,15 @@ def _joint(ctx: Context) -> dict:
     folder = cache_folder(ctx.cache, steps.cache_params(ctx.config.preprocess))
     ehr, names = steps.dense_ehr(ctx.cohort, ctx.config.ehr)
     args = {**ctx.config.image.trainer_args(), **ctx.trainer_args}
-    # A study without a volume is the fusion stage's to score (the joint design's fallback).
-    imaged = ctx.cohort.imaged()
-    ehr = ehr[ctx.cohort.has_volume.to_numpy()]
-    studies = imaged.studies
+    # A study without a volume or an EHR is the fusion stage's to score (the joint design's
+    # fallbacks): trained on and scored are the studies with both.
+    both = (ctx.cohort.has_volume & ctx.cohort.has_ehr).to_numpy()
+    cohort, ehr = ctx.cohort.subset(both), ehr[both]
+    studies = cohort.studies
     for variant in section.joint_variants:
         out = ctx.run.joint / variant
         chosen = train_joint(
-            imaged,
+            cohort,
             folder,
             out,
             run_checkpoint(ctx.run.root, "image"),
@@ -203,13 +204,16 @@ def _evaluate(ctx: Context) -> None:
         ctx.config.evaluation,
         ctx.config.seed,
         data_section=ctx.config.data,
-        may_lack={model: _unimaged(ctx) for model in _trained_images(ctx.config)},
+        may_lack=_unscorable(ctx.cohort, _trained_images(ctx.config)),
     )
 
 
-def _unimaged(ctx: Context) -> pd.Index:
-    """The studies without a volume: the image models' to leave unscored."""
-    return ctx.cohort.studies.index[~ctx.cohort.has_volume.to_numpy()]
+def _unscorable(cohort: Cohort, image_models: list[str]) -> dict[str, pd.Index]:
+    """The studies each model could not score: the image models' without a volume, the
+    EHR model's without an EHR."""
+    studies = cohort.studies.index
+    unimaged = studies[~cohort.has_volume.to_numpy()]
+    return {"ehr": studies[~cohort.has_ehr.to_numpy()], **dict.fromkeys(image_models, unimaged)}
 
 
 def _report(ctx: Context) -> None:

@@ -140,3 +140,64 @@ def test_each_model_is_evaluated_on_the_studies_it_scored(partial_run):
     page = (run / "report" / "report.html").read_text()
     assert f"image.csv: 3 of {len(test)} test studies have no prediction" in page
     assert "(no volume to score)" in page
+
+
+@pytest.fixture(scope="module")
+def inspect_partial(inspect_cohort, tmp_path_factory):
+    """An INSPECT cohort with one test study's volume gone and two test patients missing from
+    the MEDS data (their studies have no EHR), benchmarked with every design."""
+    root = tmp_path_factory.mktemp("inspect_partial") / "cohort"
+    shutil.copytree(inspect_cohort, root)
+    meta = pd.read_csv(root / "Final_metadata.csv").set_index("impression_id")
+    splits = pd.read_csv(root / "Final_splits.csv").set_index("impression_id")["split"]
+    labels = pd.read_csv(root / "Final_labels.csv", dtype=str)
+    labels = labels.set_index(labels["impression_id"].astype(int))["PE"]
+    test = [i for i in splits.index[splits == "test"] if labels.loc[i] != "Censored"]
+    subject = meta["image_id"].str.split("_").str[0].astype(int)
+    lost_volume = test[0]
+    next(root.rglob(meta.loc[lost_volume, "image_id"])).unlink()
+    others = [i for i in test if subject[i] != subject[lost_volume]]
+    gone = {int(subject[others[0]]), int(subject[others[-1]])}
+    for shard in (root / "meds" / "data").glob("*.parquet"):
+        events = pd.read_parquet(shard)
+        events[~events["subject_id"].isin(gone)].to_parquet(shard, index=False)
+    no_ehr = pd.Index(sorted(i for i in meta.index if subject[i] in gone and i in labels.index))
+    no_ehr = no_ehr[labels.loc[no_ehr] != "Censored"]
+    config = load_config(
+        None,
+        [
+            *[item for item in TINY if not item.startswith("slicenet")],
+            "slicenet.enabled=false",
+            "image.max_epochs=1",
+            "fusion.designs=[mean, stacked_logit, early, joint]",
+            "fusion.joint_variants=[heads]",
+            "fusion.joint_epochs=1",
+        ],
+    )
+    run = root.parent / "run"
+    run_benchmark(root, run, config)
+    return run, lost_volume, no_ehr, test
+
+
+def test_an_inspect_study_without_an_ehr_is_scored_by_its_volume(inspect_partial):
+    run, lost_volume, no_ehr, test = inspect_partial
+    assert len(no_ehr) >= 2
+    image, ehr = _prob(run, "image"), _prob(run, "ehr")
+    assert lost_volume not in image.index and lost_volume in ehr.index
+    assert not ehr.index.isin(no_ehr).any() and no_ehr.isin(image.index).all()
+    for name in ("fusion_mean", "fusion_joint_heads"):
+        fused = _prob(run, name)
+        np.testing.assert_allclose(fused.loc[no_ehr], image.loc[no_ehr], atol=1e-7, err_msg=name)
+        assert fused.loc[lost_volume] == pytest.approx(ehr.loc[lost_volume], abs=1e-7), name
+    early, probe = _prob(run, "fusion_early"), _prob(run, "probe_image")
+    np.testing.assert_allclose(early.loc[no_ehr], probe.loc[no_ehr], atol=1e-7)
+    assert early.loc[lost_volume] == pytest.approx(ehr.loc[lost_volume], abs=1e-7)
+    metrics = pd.read_csv(run / "eval" / "metrics.csv")
+    n = metrics.query("attribute == 'overall' and subset == 'all' and metric == 'auroc'")
+    n = n.set_index("model")["n"]
+    assert n["ehr"] == len(test) - len(no_ehr)
+    assert n["image"] == len(test) - 1
+    assert n["fusion_mean"] == len(test)
+    missing = pd.read_csv(run / "fusion" / "missing.csv").set_index(["split", "input"])
+    assert missing.loc[("test", "ehr"), "absent"] == len(no_ehr)
+    assert missing.loc[("test", "image"), "absent"] == 1
