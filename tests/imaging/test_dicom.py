@@ -209,3 +209,37 @@ def test_each_file_is_read_once_and_the_spool_is_removed(tmp_path, monkeypatch):
         "import_report.csv",
         "series.csv",
     ]
+
+
+@pytest.mark.parametrize(
+    ("signed", "bits", "slope", "intercept", "garbage"),
+    [
+        (0, 12, 1, -1024, True),  # unused high bits set: cleared, as pydicom does
+        (1, 12, 1, -1024, True),  # ... or sign-extended
+        (0, 16, 1, -1024, False),  # values past int16 once rescaled: clipped
+        (1, 16, 0.5, -1024.5, False),  # a fractional rescale: rounded
+    ],
+)
+def test_uncompressed_pixels_read_in_place_equal_pydicoms_hu(
+    tmp_path, signed, bits, slope, intercept, garbage
+):
+    """512x512 uncompressed slices are read from the file straight into the volume; the
+    values equal pydicom's own decoding and rescale (clipped to int16, rounded)."""
+    rng = np.random.default_rng(bits + signed)
+    ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
+    values = rng.integers(low, high, size=(512, 512), dtype=np.int64)
+    raw = values.astype(np.int16 if signed else np.uint16)
+    if garbage:  # junk above BitsStored, which a reader must ignore
+        raw = (raw.view(np.uint16) | np.uint16(0xA000)).view(raw.dtype)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = signed, bits, bits - 1
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = raw.tobytes()
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "slice.dcm")
+    import_dicom(tmp_path / "in", tmp_path / "out")
+    vol = np.load(tmp_path / "out" / "1.npy")
+    theirs = pydicom.dcmread(tmp_path / "in" / "slice.dcm")
+    expected = np.clip(np.rint(apply_modality_lut(theirs.pixel_array, theirs)), -32768, 32767)
+    np.testing.assert_array_equal(vol[0], expected.astype(np.int16))
+    np.testing.assert_array_equal(theirs.pixel_array, values)  # the junk really is ignored

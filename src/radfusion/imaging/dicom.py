@@ -5,11 +5,14 @@ SeriesInstanceUID, checked, ordered by ImagePositionPatient projected on the sli
 (never by file name or InstanceNumber), decoded with pydicom (the pylibjpeg plugins decode
 JPEG, JPEG-LS, JPEG 2000 and RLE) and rescaled to HU with RescaleSlope/Intercept.
 
-Each file is read once: its header and its pixels, decoded to HU as int16 into a spool file
-beside the output (a CT slice is never decoded twice, nor held in memory with its series'
-others before the series is known to be whole). Chunks of files are read in parallel, then
-each series is ordered and gathered from the spool, in parallel too; a spool file is deleted
-as soon as the series with slices in it are written.
+Each file is read once. The scan parses its header, leaving the pixels in the file (pydicom's
+deferred read), and notes where they lie; once the series is known to be whole and ordered,
+uncompressed pixels are read from there straight into the volume, in slice order, and turned
+into HU. Compressed pixels are decoded during the scan instead, to HU as int16 into a spool file
+beside the output (a slice is never decoded twice, nor held in memory with its series' others
+before the series is known to be whole). Chunks of files are scanned in parallel, then each
+series is ordered and gathered, in parallel too; a spool file is deleted as soon as the series
+with slices in it are written.
 
 What is not an axial CT image series is skipped with a reason; problems inside a series are
 reported, not raised: every file or series with a problem appears in the import report.
@@ -74,7 +77,31 @@ SCAN_TAGS = [
     "Rows",
     "Columns",
     "InstanceNumber",
+    # what turns the stored values into HU
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
 ]
+#: What the scan keeps of a file (no other element is ever converted or copied): the scan
+#: tags, and what pydicom's decoders need of the image pixel module.
+READ_TAGS = [
+    *SCAN_TAGS,
+    "PhotometricInterpretation",
+    "HighBit",
+    "PlanarConfiguration",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "PixelData",
+]
+#: Elements longer than this are left in the file by the scan (the pixels, read later once).
+DEFER_BYTES = 4096
+UNDEFINED_LENGTH = 0xFFFFFFFF  # an encapsulated (compressed) pixel data element's length
+#: Transfer syntaxes whose pixels are the values themselves, little-endian (read in place).
+NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 #: Files read per task of the scan; their slices share one spool file.
 SCAN_CHUNK = 32
 
@@ -115,19 +142,46 @@ class ImportResult:
 
 @dataclass
 class _File:
-    """One DICOM file after its single read: the scan tags, and its HU slice's place in a
-    spool file (or why it could not be decoded)."""
+    """One DICOM file after its scan: the scan tags, and where its pixels are: in the file
+    itself (uncompressed: ``pixels`` bytes in, stored as ``dtype``), or decoded to HU in a
+    spool file (``spool``, ``offset`` bytes in); or why they could not be decoded."""
 
     path: str
-    header: object  # a pydicom Dataset holding only SCAN_TAGS
+    header: object  # a pydicom Dataset holding only SCAN_TAGS (and the file meta)
     spool: str | None = None
     offset: int = 0  # bytes into the spool
+    pixels: int | None = None  # uncompressed: the pixel data's offset in the file
+    dtype: str = "<i2"
     error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.spool is not None or self.pixels is not None
+
+
+def _native_pixels(ds, path: Path) -> tuple[int, str] | str | None:
+    """Where an uncompressed single-sample 16-bit slice's pixels lie in the file: ``(offset,
+    dtype)``; a reason when they are cut short; None for any other encoding (decoded by
+    pydicom)."""
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in NATIVE:
+        return None
+    if int(ds.get("BitsAllocated", 0) or 0) != 16 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    element = ds.get_item("PixelData", keep_deferred=True)
+    tell = getattr(element, "value_tell", None)
+    if tell is None or element.length == UNDEFINED_LENGTH:
+        return None  # read already (a small slice), or encapsulated: pydicom decodes it
+    needed = int(ds.Rows) * int(ds.Columns) * 2
+    have = min(int(element.length), path.stat().st_size - int(tell))
+    if have < needed:
+        return f"pixel data cut short ({have} of {needed} bytes)"
+    return int(tell), "<i2" if int(ds.get("PixelRepresentation", 0) or 0) else "<u2"
 
 
 def _read(path: Path):
-    """Read ``path`` once: the header and, for a file that can belong to an axial CT image
-    series, its pixels decoded to HU. Returns ``(dataset, hu_or_None, decode_error)``, or
+    """Read ``path``'s header once, the pixels left in the file; for a file that can belong
+    to an axial CT image series, say where its uncompressed pixels are, or decode compressed
+    ones to HU. Returns ``(dataset, (offset, dtype) | hu | None, decode_error)``, or
     ``(None, None, reason)`` for a file that is not readable DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -136,7 +190,7 @@ def _read(path: Path):
         return None, None, "not a regular file"
     error = None
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES, specific_tags=READ_TAGS)
     except InvalidDicomError:
         return None, None, "not a DICOM file"
     except Exception as exc:  # a truncated pixel element: the header may still read
@@ -150,10 +204,15 @@ def _read(path: Path):
     if error or not _may_be_axial_ct(ds):
         return ds, None, error
     try:
-        stored = ds.pixel_array
+        native = _native_pixels(ds, path)
+        if isinstance(native, str):
+            return ds, None, native
+        if native is not None:
+            return ds, native, None
+        stored = ds.pixel_array  # the deferred pixels, read and decoded now
         if stored.ndim != 2:
             return ds, None, f"pixel array of shape {stored.shape}, not one grey-level slice"
-        return ds, _to_hu(stored, ds).astype(np.int16, copy=False), None
+        return ds, _to_hu(stored, ds), None
     except Exception as exc:
         return ds, None, f"{type(exc).__name__}: {exc}"
 
@@ -174,25 +233,28 @@ def _may_be_axial_ct(ds) -> bool:
 
 def _scan_chunk(task) -> tuple[list[_File], list[tuple[str, str]]]:
     """Read a chunk of files once each, appending their HU slices to one spool file."""
-    from pydicom.dataset import Dataset
-
     paths, spool = task
     files, unreadable = [], []
-    with open(spool, "wb") as sink:
+    sink = None
+    try:
         for path in paths:
-            ds, hu, problem = _read(Path(path))
+            ds, pixels, problem = _read(Path(path))
             if ds is None:
                 unreadable.append((path, problem))
                 continue
-            header = Dataset()
-            for tag in SCAN_TAGS:
-                if tag in ds:
-                    header[tag] = ds[tag]
-            record = _File(path, header, error=problem)
-            if hu is not None:
+            if "PixelData" in ds:
+                del ds.PixelData  # the header alone travels between processes
+            record = _File(path, ds, error=problem)
+            if isinstance(pixels, tuple):
+                record.pixels, record.dtype = pixels
+            elif pixels is not None:
+                sink = sink or open(spool, "wb")  # noqa: SIM115 (closed below)
                 record.spool, record.offset = spool, sink.tell()
-                sink.write(np.ascontiguousarray(hu).tobytes())
+                sink.write(np.ascontiguousarray(pixels).tobytes())
             files.append(record)
+    finally:
+        if sink is not None:
+            sink.close()
     return files, unreadable
 
 
@@ -266,7 +328,7 @@ def read_series(report: SeriesReport, files: list[_File]) -> np.ndarray | None:
                 f"after {shown[ordered[where].path]}: missing slice(s)"
             )
     report.pixel_spacing = tuple(float(v) for v in headers[0].PixelSpacing)
-    broken = next((f for f in ordered if f.spool is None), None)
+    broken = next((f for f in ordered if not f.readable), None)
     if broken is not None:
         report.status = "skipped"
         report.reasons.append(
@@ -274,29 +336,73 @@ def read_series(report: SeriesReport, files: list[_File]) -> np.ndarray | None:
             "install the pylibjpeg plugins or re-export uncompressed"
         )
         return None
-    volume = np.empty((len(ordered), int(headers[0].Rows), int(headers[0].Columns)), np.int16)
+    shape = (int(headers[0].Rows), int(headers[0].Columns))
+    volume = np.empty((len(ordered), *shape), np.int16)
     for k, f in enumerate(ordered):
-        volume[k] = np.fromfile(f.spool, np.int16, volume[k].size, offset=f.offset).reshape(
-            volume.shape[1:]
-        )
+        if f.pixels is not None:  # uncompressed: read in place, then to HU
+            stored = np.fromfile(f.path, f.dtype, shape[0] * shape[1], offset=f.pixels)
+            stored = _unused_bits_cleared(stored.reshape(shape), f.header)
+            _to_hu(stored, f.header, volume[k], bits_cleared=True)
+        else:
+            volume[k] = np.fromfile(f.spool, np.int16, volume[k].size, offset=f.offset).reshape(
+                shape
+            )
     report.slices = len(ordered)
     return volume
 
 
-def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
-    """RescaleSlope * stored + RescaleIntercept, rounded into int16 range. Integer arithmetic
-    when the slope is 1 and the intercept whole (the usual CT case), floats otherwise."""
+def _unused_bits_cleared(stored: np.ndarray, ds) -> np.ndarray:
+    """The high bits beyond BitsStored cleared (unsigned) or sign-extended (signed), as
+    pydicom's decoders do for uncompressed data."""
+    shift = 16 - int(ds.get("BitsStored", 16) or 16)
+    if 0 < shift < 16:
+        np.left_shift(stored, shift, out=stored)
+        np.right_shift(stored, shift, out=stored)
+    return stored
+
+
+def _to_hu(
+    stored: np.ndarray, ds, out: np.ndarray | None = None, *, bits_cleared: bool = False
+) -> np.ndarray:
+    """RescaleSlope * stored + RescaleIntercept, rounded into int16 range (into ``out``, when
+    given). Integer arithmetic when the slope is 1 and the intercept whole (the usual CT case):
+    in int16 itself when the values' range keeps the result in it (``bits_cleared``: the bits
+    above BitsStored are known clear, which bounds them), floats otherwise."""
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if out is None:
+        out = np.empty(stored.shape, np.int16)
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
         hu = apply_modality_lut(stored, ds)
     elif slope == 1 and intercept.is_integer():
+        low, high = _stored_range(stored.dtype, ds if bits_cleared else None)
+        if low + intercept >= -32768 and high + intercept <= 32767:
+            np.add(stored, np.int16(intercept), out=out, dtype=np.int16, casting="unsafe")
+            return out
         hu = np.add(stored, int(intercept), dtype=np.int32)
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)
-    return np.clip(hu, -32768, 32767, out=hu)
+    np.clip(hu, -32768, 32767, out=hu)
+    out[...] = hu
+    return out
+
+
+def _stored_range(dtype: np.dtype, ds=None) -> tuple[int, int]:
+    """The smallest and largest value the stored pixels can hold: their dtype's range, cut to
+    the header ``ds``'s BitsStored when given (the bits above it cleared)."""
+    if not np.issubdtype(dtype, np.integer):
+        return -(2**31), 2**31  # outside int16 either way: the general path
+    info = np.iinfo(dtype)
+    if ds is None:
+        return int(info.min), int(info.max)
+    bits = int(ds.get("BitsStored", info.bits) or info.bits)
+    if bits >= info.bits or info.bits > 16:
+        return int(info.min), int(info.max)
+    if info.min < 0:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
 
 
 def _import_one(task) -> SeriesReport:
