@@ -208,28 +208,3 @@ def test_batchnorm_design_normalises_across_the_batch_not_within_a_window():
         stem = create_model("penet_tiny", norm=norm).stem[:2].train()
         a, b = stem(x)[0], stem(y)[0]
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3) is same, norm  # GN: up to eps
-
-
-def test_pointwise_convolutions_as_a_matrix_product_equal_conv3d():
-    """At inference on channels-last volumes the 1x1x1 convolutions are one matrix product:
-    each equals F.conv3d, and the whole network (every block active) its default-format self."""
-    from radfusion.imaging.penet import PointwiseConv3d
-
-    torch.manual_seed(0)
-    conv = PointwiseConv3d(64, 96, 1, bias=True)
-    x = torch.randn(2, 64, 3, 12, 12).to(memory_format=torch.channels_last_3d)
-    with torch.no_grad():
-        out = conv(x)
-    assert out.is_contiguous(memory_format=torch.channels_last_3d)
-    torch.testing.assert_close(out, F.conv3d(x, conv.weight, conv.bias), rtol=1e-5, atol=1e-5)
-    model = create_model("penet_tiny", zero_init_last_norm=False).eval()
-    for norm in model.modules():
-        if isinstance(norm, nn.GroupNorm):
-            nn.init.uniform_(norm.weight, 0.5, 1.5)
-    window = torch.randn(2, 1, 24, 48, 48)
-    with torch.no_grad():
-        reference = model(window)  # default memory format: Conv3d throughout
-        fast = model.to(memory_format=torch.channels_last_3d)(
-            window.to(memory_format=torch.channels_last_3d)
-        )
-    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)

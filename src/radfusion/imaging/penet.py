@@ -90,21 +90,6 @@ class DepthTapConv3d(nn.Conv3d):
         return out.contiguous(memory_format=torch.channels_last_3d)
 
 
-class PointwiseConv3d(nn.Conv3d):
-    """A 1x1x1 convolution; at inference on a channels-last volume, the matrix product it is
-    (``linear`` over the channel axis, on the tensor's own memory, no copy). PyTorch's CPU
-    dispatch sends some of these shapes (512 -> 1024 channels on 3 x 12 x 12, 1024 -> 2048)
-    to its slow unfused 3-D convolution; the product is one GEMM. The weights keep the
-    Conv3d's shape and name, so checkpoints and pretrained weights load unchanged."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cl = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-        if not cl or torch.is_grad_enabled() or self.stride != (1, 1, 1) or self.groups != 1:
-            return super().forward(x)
-        out = nn.functional.linear(x.permute(0, 2, 3, 4, 1), self.weight.flatten(1), self.bias)
-        return out.permute(0, 4, 1, 2, 3)  # channels-last, as the input
-
-
 class SqueezeExcite(nn.Module):
     """Channel gates from globally pooled features: linear, LeakyReLU, linear, sigmoid."""
 
@@ -140,13 +125,13 @@ class Bottleneck(nn.Module):
         norm: str = "group",
     ):
         super().__init__()
-        self.conv1 = PointwiseConv3d(cin, width, 1, bias=False)
+        self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
         self.norm1 = _norm(norm, width, per_group)
         self.conv2 = nn.Conv3d(
             width, width, 3, stride=stride, padding=1, groups=cardinality, bias=False
         )
         self.norm2 = _norm(norm, width, per_group)
-        self.conv3 = PointwiseConv3d(width, cout, 1, bias=False)
+        self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
         self.norm3 = _norm(norm, cout, per_group)
         if zero_init:
             nn.init.zeros_(self.norm3.weight)  # each block starts as the identity
@@ -159,16 +144,12 @@ class Bottleneck(nn.Module):
             self.shortcut = nn.Sequential(
                 OrderedDict(
                     pool=nn.MaxPool3d(stride, ceil_mode=True),
-                    **{
-                        "0": PointwiseConv3d(cin, cout, 1, bias=False),
-                        "1": _norm(norm, cout, per_group),
-                    },
+                    **{"0": nn.Conv3d(cin, cout, 1, bias=False), "1": _norm(norm, cout, per_group)},
                 )
             )
         elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                PointwiseConv3d(cin, cout, 1, stride=stride, bias=False),
-                _norm(norm, cout, per_group),
+                nn.Conv3d(cin, cout, 1, stride=stride, bias=False), _norm(norm, cout, per_group)
             )
         else:
             self.shortcut = nn.Identity()
