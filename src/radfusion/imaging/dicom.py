@@ -297,7 +297,7 @@ def _native_pixels(ds, header: _Header, path: Path) -> tuple[int, str] | str | N
     needed = header.Rows * header.Columns * 2
     have = min(int(element.length), path.stat().st_size - int(tell))
     if have < needed:
-        return f"pixel data cut short ({have} of {needed} bytes)"
+        return f"truncated: its pixel data holds {max(have, 0)} of {needed} bytes"
     return int(tell), "<i2" if header.get("PixelRepresentation", 0) else "<u2"
 
 
@@ -453,10 +453,12 @@ def read_series(report: SeriesReport, files: list[_File]) -> np.ndarray | None:
     broken = next((f for f in ordered if not f.readable), None)
     if broken is not None:
         report.status = "skipped"
-        report.reasons.append(
-            f"cannot decode {shown[broken.path]} ({broken.error}); "
-            "install the pylibjpeg plugins or re-export uncompressed"
+        fix = (
+            "re-copy or re-export the file"
+            if str(broken.error).startswith("truncated")
+            else "install the pylibjpeg plugins or re-export uncompressed"
         )
+        report.reasons.append(f"cannot decode {shown[broken.path]} ({broken.error}); {fix}")
         return None
     shape = (int(headers[0].Rows), int(headers[0].Columns))
     volume = np.empty((len(ordered), *shape), np.int16)
