@@ -243,3 +243,35 @@ def test_uncompressed_pixels_read_in_place_equal_pydicoms_hu(
     expected = np.clip(np.rint(apply_modality_lut(theirs.pixel_array, theirs)), -32768, 32767)
     np.testing.assert_array_equal(vol[0], expected.astype(np.int16))
     np.testing.assert_array_equal(theirs.pixel_array, values)  # the junk really is ignored
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "693_UNCR.dcm",
+        "693_J2KR.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+    ],
+)
+def test_header_values_read_from_the_bytes_equal_pydicoms(name):
+    """The import's header values, read from the raw elements (explicit and implicit VR,
+    little and big endian), equal pydicom's own conversion of the same file."""
+    from radfusion.imaging.dicom_header import HEADER_VR, MULTI_VALUED, plain_header
+
+    path = get_testdata_file(name)
+    ours = plain_header(pydicom.dcmread(path, defer_size=4096))
+    theirs = pydicom.dcmread(path)
+    checked = 0
+    for keyword, vr in HEADER_VR.items():
+        if keyword not in theirs:
+            assert keyword not in ours, keyword
+            continue
+        value = theirs.data_element(keyword).value
+        items = list(value) if keyword in MULTI_VALUED else [value]
+        plain = [str(v) if vr in ("UI", "CS") else float(v) for v in items]
+        assert ours.get(keyword) == (plain if keyword in MULTI_VALUED else plain[0]), keyword
+        checked += 1
+    assert checked >= 8
+    assert ours.get("TransferSyntaxUID") == theirs.file_meta.TransferSyntaxUID

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion.errors import RadfusionError
+from radfusion.imaging.dicom_header import Header, plain_header
 from radfusion.io import write_csv, write_npy
 from radfusion.workers import die_with_parent
 
@@ -140,127 +141,6 @@ class ImportResult:
         )
 
 
-#: The value representation of each header tag the import reads, for files with implicit VR.
-HEADER_VR = {
-    "SeriesInstanceUID": "UI",
-    "StudyInstanceUID": "UI",
-    "SOPClassUID": "UI",
-    "Modality": "CS",
-    "ImageType": "CS",
-    "NumberOfFrames": "IS",
-    "InstanceNumber": "IS",
-    "ImagePositionPatient": "DS",
-    "ImageOrientationPatient": "DS",
-    "PixelSpacing": "DS",
-    "RescaleSlope": "DS",
-    "RescaleIntercept": "DS",
-    "Rows": "US",
-    "Columns": "US",
-    "BitsAllocated": "US",
-    "BitsStored": "US",
-    "PixelRepresentation": "US",
-    "SamplesPerPixel": "US",
-}
-#: Tags whose value is a list whatever its multiplicity.
-MULTI_VALUED = {"ImageType", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"}
-
-
-class _Header:
-    """A file's header as plain values (str, int, float, lists of them) read straight from
-    the elements' bytes: a CT slice's few attributes cost a fraction of pydicom's value
-    conversion, and travel between processes as a small dict. ``get``, ``in`` and attribute
-    access read like a pydicom Dataset's."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: dict):
-        self.values = values
-
-    def get(self, name: str, default=None):
-        return self.values.get(name, default)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.values
-
-    def __getattr__(self, name: str):
-        if name == "values":  # not yet set (an object being unpickled)
-            raise AttributeError(name)
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __getstate__(self):
-        return self.values
-
-    def __setstate__(self, values):
-        self.values = values
-
-
-def _header_tags() -> dict[str, int]:
-    from pydicom.datadict import tag_for_keyword
-
-    global _TAGS
-    if _TAGS is None:
-        _TAGS = {name: int(tag_for_keyword(name)) for name in HEADER_VR}
-    return _TAGS
-
-
-_TAGS: dict[str, int] | None = None
-
-
-def _plain_value(element, name: str):
-    """An element's value as plain Python: from its bytes while still raw (the usual case),
-    else from pydicom's own conversion."""
-    from pydicom.dataelem import RawDataElement
-
-    if not isinstance(element, RawDataElement):
-        value = element.value
-        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-            items = list(value)
-        else:
-            items = [value]
-    else:
-        raw = element.value
-        if raw is None:
-            return None
-        vr = HEADER_VR[name]
-        if vr == "US":
-            order = "little" if element.is_little_endian else "big"
-            items = [int.from_bytes(raw[k : k + 2], order) for k in range(0, len(raw) - 1, 2)]
-        else:
-            text = raw.decode("ascii", "replace").strip("\x00 ")
-            items = [part.strip(" \x00") for part in text.split("\\")] if text else []
-    if not items:
-        return None
-    convert = {"DS": float, "IS": lambda v: int(float(v)), "US": int}.get(HEADER_VR[name], str)
-    items = [convert(v) for v in items]
-    return items if name in MULTI_VALUED else items[0]
-
-
-def _plain_header(ds) -> _Header:
-    """The header tags the import uses, as plain values; a value that does not parse is left
-    out (and reported as missing where a series needs it)."""
-    values = {}
-    for name, tag in _header_tags().items():
-        element = ds.get_item(tag, keep_deferred=True)
-        if element is None:
-            continue
-        try:
-            value = _plain_value(element, name)
-        except (ValueError, TypeError):
-            continue
-        if value is not None:
-            values[name] = value
-    if "ModalityLUTSequence" in ds:
-        values["ModalityLUTSequence"] = True
-    if "PixelData" in ds:
-        values["PixelData"] = True
-    meta = getattr(ds, "file_meta", None)
-    values["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", "")) if meta else ""
-    return _Header(values)
-
-
 @dataclass
 class _File:
     """One DICOM file after its scan: the scan tags, and where its pixels are: in the file
@@ -268,7 +148,7 @@ class _File:
     spool file (``spool``, ``offset`` bytes in); or why they could not be decoded."""
 
     path: str
-    header: _Header
+    header: Header
     spool: str | None = None
     offset: int = 0  # bytes into the spool
     pixels: int | None = None  # uncompressed: the pixel data's offset in the file
@@ -280,7 +160,7 @@ class _File:
         return self.spool is not None or self.pixels is not None
 
 
-def _native_pixels(ds, header: _Header, path: Path) -> tuple[int, str] | str | None:
+def _native_pixels(ds, header: Header, path: Path) -> tuple[int, str] | str | None:
     """Where an uncompressed single-sample 16-bit slice's pixels lie in the file: ``(offset,
     dtype)``; a reason when they are cut short; None for any other encoding, or a modality
     LUT (decoded by pydicom)."""
@@ -322,7 +202,7 @@ def _read(path: Path):
         except Exception:
             return None, None, f"unreadable DICOM header ({type(exc).__name__}: {exc})"
         error = f"{type(exc).__name__}: {exc}"
-    header = _plain_header(ds)
+    header = plain_header(ds)
     if "SeriesInstanceUID" not in header:
         return None, None, "no SeriesInstanceUID"
     if error or not _may_be_axial_ct(header):
