@@ -201,3 +201,25 @@ def test_an_inspect_study_without_an_ehr_is_scored_by_its_volume(inspect_partial
     missing = pd.read_csv(run / "fusion" / "missing.csv").set_index(["split", "input"])
     assert missing.loc[("test", "ehr"), "absent"] == len(no_ehr)
     assert missing.loc[("test", "image"), "absent"] == 1
+
+
+def test_the_evaluate_command_alone_evaluates_each_model_on_what_it_scored(partial_run, tmp_path):
+    """`radfusion evaluate` on the run's predictions, outside the benchmark, gives the same
+    metrics (the image model without the studies that have no volume)."""
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+
+    data, run, _ = partial_run
+    out = tmp_path / "eval"
+    sets = [arg for item in ["evaluation.n_boot=200"] for arg in ("--set", item)]
+    args = ["evaluate", "--data", str(data), "--predictions", str(run / "predictions")]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), *sets])
+    assert result.exit_code == 0, result.output
+    ours = pd.read_csv(out / "metrics.csv").set_index(["model", "subset", "attribute", "metric"])
+    theirs = pd.read_csv(run / "eval" / "metrics.csv").set_index(
+        ["model", "subset", "attribute", "metric"]
+    )
+    key = ("image", "all", "overall", "auroc")
+    assert ours.loc[key, "n"] == theirs.loc[key, "n"]
+    assert ours.loc[key, "value"] == pytest.approx(theirs.loc[key, "value"])

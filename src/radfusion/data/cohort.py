@@ -464,8 +464,9 @@ def load_outcomes(path: str | os.PathLike, data=None) -> pd.DataFrame:
     the INSPECT layout: labels, splits, metadata and the MEDS demographics, no volume).
 
     Returns the studies indexed by idx with ``label``, ``pe_type``, ``split``, ``age``,
-    ``gender``, ``race``, ``age_group`` and ``non_subsegmental``; raises ``CohortError``.
-    ``data`` is the config's data section: the layout and the task whose label is wanted.
+    ``gender``, ``race``, ``age_group``, ``non_subsegmental`` and ``has_volume`` (a volume
+    file by that name; INSPECT also ``has_ehr``); raises ``CohortError``. ``data`` is the
+    config's data section: the layout and the task whose label is wanted.
     """
     root = Path(path)
     findings = Findings()
@@ -486,4 +487,5 @@ def load_outcomes(path: str | os.PathLike, data=None) -> pd.DataFrame:
         raise CohortError(findings.errors)
     studies = labels.join(_subgroups(demographics, findings))
     studies["non_subsegmental"] = studies["pe_type"] != "subsegmental"
+    studies["has_volume"] = studies.index.isin(list(find_volumes(root)))
     return studies

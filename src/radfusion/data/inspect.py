@@ -378,6 +378,8 @@ def read_inspect(
     studies = table.drop(columns=list(tasks.columns))
     if volumes:
         studies = _link_volumes(studies, files, findings, without_volume != "error")
+    else:  # which studies have a volume file, by name (no header opened)
+        studies["has_volume"] = studies["image_id"].isin(list(files.ct)).to_numpy()
     return studies, tasks, files.meds
 
 

@@ -428,14 +428,15 @@ def evaluate_files(
     allow_missing: bool = False,
     min_cell_size: int = 10,
     data_section=None,
-    may_lack: dict | None = None,
+    image_models=(),
+    ehr_models=(),
 ) -> Evaluation:
     """``radfusion evaluate``: read the cohort's outcomes and every predictions file, evaluate,
     and write ``metrics.csv``, ``thresholds.csv``, ``fairness.csv``, ``comparisons.csv``,
     ``subtypes.csv`` and ``intersections.csv``. ``data_section`` (the config's ``data``)
-    names the cohort's layout and the task whose label is scored. ``may_lack`` maps a model
-    to the studies it could not score (an image model's studies without a volume): it is
-    evaluated on the rest, as the paired comparisons always are."""
+    names the cohort's layout and the task whose label is scored. A model of ``image_models``
+    may lack the studies without a volume, one of ``ehr_models`` those without an EHR: it is
+    evaluated on the studies it scored, as the paired comparisons always are."""
     from pathlib import Path
 
     from radfusion.data.cohort import load_outcomes
@@ -444,10 +445,11 @@ def evaluate_files(
     from radfusion.rundir import EvalDir
 
     studies = load_outcomes(data_dir, data_section)
+    may_lack = _unscorable(studies, image_models, ehr_models)
     predictions, notes = {}, []
     for path in collect_prediction_files(sources):
         predictions[path.stem], file_notes = read_predictions(
-            path, studies, allow_missing=allow_missing, may_lack=(may_lack or {}).get(path.stem, ())
+            path, studies, allow_missing=allow_missing, may_lack=may_lack.get(path.stem, ())
         )
         notes.extend(file_notes)
     result = evaluate(studies, predictions, n_boot=n_boot, seed=seed, min_cell_size=min_cell_size)
@@ -471,6 +473,17 @@ def evaluate_files(
     for table in EvalDir.TABLES:
         write_csv(getattr(result, table), getattr(out, table), float_format="%.6g")
     return result
+
+
+def _unscorable(studies: pd.DataFrame, image_models, ehr_models) -> dict[str, pd.Index]:
+    """The studies each model could not score: an image model's without a volume, an EHR
+    model's without an EHR."""
+    out = {}
+    for column, models in (("has_volume", image_models), ("has_ehr", ehr_models)):
+        if column in studies.columns:
+            lacking = studies.index[~studies[column].astype(bool).to_numpy()]
+            out.update(dict.fromkeys(models, lacking))
+    return out
 
 
 def auroc_summary(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -204,16 +204,7 @@ def _evaluate(ctx: Context) -> None:
         ctx.config.evaluation,
         ctx.config.seed,
         data_section=ctx.config.data,
-        may_lack=_unscorable(ctx.cohort, _trained_images(ctx.config)),
     )
-
-
-def _unscorable(cohort: Cohort, image_models: list[str]) -> dict[str, pd.Index]:
-    """The studies each model could not score: the image models' without a volume, the
-    EHR model's without an EHR."""
-    studies = cohort.studies.index
-    unimaged = studies[~cohort.has_volume.to_numpy()]
-    return {"ehr": studies[~cohort.has_ehr.to_numpy()], **dict.fromkeys(image_models, unimaged)}
 
 
 def _report(ctx: Context) -> None:

@@ -282,11 +282,11 @@ def evaluate_predictions(
     seed: int,
     *,
     data_section=None,
-    may_lack: dict | None = None,
 ):
     """The paper's evaluation of every predictions file in ``sources`` into ``out``;
-    ``data_section`` (the config's ``data``) says the cohort's layout and task, ``may_lack``
-    the studies each model could not score (:func:`evaluate_files`)."""
+    ``data_section`` (the config's ``data``) says the cohort's layout and task. Our image
+    models are evaluated without the studies that have no volume, the EHR model without
+    those that have no EHR."""
     from radfusion.evaluation.evaluate import evaluate_files
 
     return evaluate_files(
@@ -298,7 +298,8 @@ def evaluate_predictions(
         allow_missing=section.allow_missing,
         min_cell_size=section.min_cell_size,
         data_section=data_section,
-        may_lack=may_lack,
+        image_models=IMAGE_MODELS,
+        ehr_models=("ehr",),
     )
 
 
