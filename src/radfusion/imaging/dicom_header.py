@@ -38,36 +38,19 @@ HEADER_VR = {
 MULTI_VALUED = {"ImageType", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"}
 
 
-class Header:
+class Header(dict):
     """A file's header as plain values (str, int, float, lists of them) read straight from
     the elements' bytes: a CT slice's few attributes cost a fraction of pydicom's value
     conversion, and travel between processes as a small dict. ``get``, ``in`` and attribute
     access read like a pydicom Dataset's."""
 
-    __slots__ = ("values",)
-
-    def __init__(self, values: dict):
-        self.values = values
-
-    def get(self, name: str, default=None):
-        return self.values.get(name, default)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.values
+    __slots__ = ()
 
     def __getattr__(self, name: str):
-        if name == "values":  # not yet set (an object being unpickled)
-            raise AttributeError(name)
         try:
-            return self.values[name]
+            return self[name]
         except KeyError:
             raise AttributeError(name) from None
-
-    def __getstate__(self):
-        return self.values
-
-    def __setstate__(self, values):
-        self.values = values
 
 
 @functools.cache
@@ -81,13 +64,11 @@ def _plain_value(element, name: str):
     """An element's value as plain Python: from its bytes while still raw (the usual case),
     else from pydicom's own conversion."""
     from pydicom.dataelem import RawDataElement
+    from pydicom.multival import MultiValue
 
     if not isinstance(element, RawDataElement):
         value = element.value
-        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-            items = list(value)
-        else:
-            items = [value]
+        items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
     else:
         raw = element.value
         if raw is None:
