@@ -64,6 +64,7 @@ def read_predictions(
     *,
     allow_missing: bool = False,
     may_lack=(),
+    lacking: str = "volume",
 ) -> tuple[pd.Series, list[str]]:
     """Read one model's predictions, checked against the cohort's ``studies`` (indexed by idx).
 
@@ -72,7 +73,8 @@ def read_predictions(
     column, an idx that is not a whole non-negative number, a duplicated idx, a probability
     outside [0, 1] or not finite, an idx unknown to the cohort, and an incomplete test set
     (unless ``allow_missing``, or every absent test study is in ``may_lack``: the studies the
-    model could not score, such as an image model's studies without a volume).
+    model could not score, such as an image model's studies without a volume; ``lacking``
+    names their missing input in the note).
     """
     path = Path(path)
     frame = read_user_csv(path, f"predictions file of model {path.stem!r}", "predictions")
@@ -118,7 +120,7 @@ def read_predictions(
         expected = studies.index[studies["split"] == split]
         absent = expected.difference(series.index)
         if len(absent):
-            unscorable = " (no volume to score)" if absent.isin(may_lack).all() else ""
+            unscorable = f" (no {lacking} to score)" if absent.isin(may_lack).all() else ""
             notes.append(
                 f"{path}: {len(absent)} of {len(expected)} {split} studies have no prediction "
                 f"(idx {preview(absent)}){unscorable}"

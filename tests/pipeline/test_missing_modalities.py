@@ -4,6 +4,8 @@ model on the studies it could score."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -201,6 +203,9 @@ def test_an_inspect_study_without_an_ehr_is_scored_by_its_volume(inspect_partial
     missing = pd.read_csv(run / "fusion" / "missing.csv").set_index(["split", "input"])
     assert missing.loc[("test", "ehr"), "absent"] == len(no_ehr)
     assert missing.loc[("test", "image"), "absent"] == 1
+    notes = "\n".join(json.loads((run / "eval" / "evaluation.json").read_text())["notes"])
+    assert re.search(r"ehr\.csv: \d+ of \d+ test studies .*\(no EHR to score\)", notes)
+    assert re.search(r"image\.csv: 1 of \d+ test studies .*\(no volume to score\)", notes)
 
 
 def test_the_evaluate_command_alone_evaluates_each_model_on_what_it_scored(partial_run, tmp_path):

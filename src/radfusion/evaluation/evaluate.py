@@ -445,11 +445,12 @@ def evaluate_files(
     from radfusion.rundir import EvalDir
 
     studies = load_outcomes(data_dir, data_section)
-    may_lack = _unscorable(studies, image_models, ehr_models)
+    unscorable = _unscorable(studies, image_models, ehr_models)
     predictions, notes = {}, []
     for path in collect_prediction_files(sources):
+        lacking, may_lack = unscorable.get(path.stem, ("input", ()))
         predictions[path.stem], file_notes = read_predictions(
-            path, studies, allow_missing=allow_missing, may_lack=may_lack.get(path.stem, ())
+            path, studies, allow_missing=allow_missing, may_lack=may_lack, lacking=lacking
         )
         notes.extend(file_notes)
     result = evaluate(studies, predictions, n_boot=n_boot, seed=seed, min_cell_size=min_cell_size)
@@ -475,14 +476,17 @@ def evaluate_files(
     return result
 
 
-def _unscorable(studies: pd.DataFrame, image_models, ehr_models) -> dict[str, pd.Index]:
-    """The studies each model could not score: an image model's without a volume, an EHR
-    model's without an EHR."""
+def _unscorable(studies: pd.DataFrame, image_models, ehr_models) -> dict[str, tuple]:
+    """The input each model needs and the studies without it, which the model could not
+    score: an image model's without a volume, an EHR model's without an EHR."""
     out = {}
-    for column, models in (("has_volume", image_models), ("has_ehr", ehr_models)):
+    for column, lacking, models in (
+        ("has_volume", "volume", image_models),
+        ("has_ehr", "EHR", ehr_models),
+    ):
         if column in studies.columns:
-            lacking = studies.index[~studies[column].astype(bool).to_numpy()]
-            out.update(dict.fromkeys(models, lacking))
+            without = studies.index[~studies[column].astype(bool).to_numpy()]
+            out.update(dict.fromkeys(models, (lacking, without)))
     return out
 
 
